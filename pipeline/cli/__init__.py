@@ -1,0 +1,36 @@
+"""The `stxpipe` command: one Typer app, one module per command group, joined with add_typer."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from stylecore import __version__
+from pipeline.cli import models
+
+app = typer.Typer(
+    name="stxpipe",
+    help="Batch neural style transfer (Gatys et al.) with LPIPS Distance metrics, on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models.app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stxpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Batch neural style transfer with LPIPS metrics."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,21 @@
+"""Shared CLI helpers: turning library errors into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import typer
+
+from stylecore.weights import WeightsError
+
+
+@contextlib.contextmanager
+def friendly_errors(*extra: type[BaseException]) -> Iterator[None]:
+    """Print known errors as `error: ...` on stderr and exit 1, instead of a traceback."""
+    try:
+        yield
+    except (WeightsError, KeyError, ValueError, FileNotFoundError, *extra) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None

@@ -1,0 +1,40 @@
+"""`stxpipe models ...`: list and pull weight sets."""
+
+from __future__ import annotations
+
+import typer
+
+from pipeline.cli.common import friendly_errors
+from stylecore import weights as W
+
+app = typer.Typer(help="List and pull VGG weight sets.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_models() -> None:
+    """Name, architecture, presence, path and sha256 of every weight set."""
+    rows = [("name", "arch", "present", "path", "sha256")]
+    for name, ws in W.WEIGHT_SETS.items():
+        present = W.is_present(ws)
+        if not ws.pretrained:
+            rows.append((name, ws.arch, "random", "-", "random (untrained, tests only)"))
+            continue
+        sha = W.expected_sha256(ws) or (f"{ws.sha256_prefix}… (torchvision prefix)" if ws.sha256_prefix else "recorded at pull")
+        if present and not W.expected_sha256(ws):
+            sha = W.file_sha256(ws.path())
+        rows.append((name, ws.arch, "yes" if present else "no", str(ws.path()), sha))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    typer.echo(f"\ncache: {W.cache_dir()} (set STXPIPE_HOME to move it); torchvision sets live in torch's hub cache")
+
+
+@app.command("pull")
+def pull(
+    name: str = typer.Argument(..., help="Weight set to fetch: " + ", ".join(n for n, ws in W.WEIGHT_SETS.items() if ws.pretrained)),
+    force: bool = typer.Option(False, "--force", help="Fetch again even if present."),
+) -> None:
+    """Fetch a weight set into the cache and verify its sha256."""
+    with friendly_errors():
+        path = W.pull(name, force=force, progress=typer.echo)
+        typer.echo(str(path))
