@@ -9,6 +9,7 @@ import typer
 
 from pipeline import manifest as M
 from pipeline.cli.common import friendly_errors
+from stylecore.params import Params
 
 app = typer.Typer(help="Build, validate and show Parquet manifests of (content, style, params) rows.", no_args_is_help=True)
 
@@ -44,10 +45,12 @@ def validate(
     manifest: str = typer.Argument(..., help="Manifest path or URI (file://, s3://, gs://)."),
     files: bool = typer.Option(True, "--files/--no-files", help="Check that every image exists and decodes (each distinct file once)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Image size guard (default: the engine's)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Check layer names against the weight set the run will use (rows that set `weights` keep theirs)."),
 ) -> None:
     """Report every problem (row, column, what to do); exit 1 if there is any."""
     with friendly_errors():
-        report = M.validate_manifest(manifest, check_files=files, max_pixels=max_pixels)
+        base = Params(weights=weights) if weights else None
+        report = M.validate_manifest(manifest, check_files=files, max_pixels=max_pixels, base=base)
     if report.ok:
         typer.echo(report.summary())
         return

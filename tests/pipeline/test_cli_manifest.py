@@ -99,3 +99,11 @@ def test_shipped_manifest_shows_relative_paths() -> None:
     assert r.exit_code == 0, r.output
     assert "../pipeline/samples/content/tubingen.jpg" in r.output
     assert "params that vary: style_layers (5 values)" in r.output
+
+
+def test_validate_checks_layers_against_the_run_weights(tmp_path: Path, images: Path) -> None:
+    out = tmp_path / "m.parquet"
+    assert _run("build", "-c", images / "c1.jpg", "-s", images / "s1.jpg", "-p", "content_layers=conv3_4", "-o", out).exit_code == 0
+    assert _run("validate", out, "--no-files").exit_code == 0  # VGG-19 (default) has conv3_4
+    r = _run("validate", out, "--no-files", "--weights", "random-vgg16")  # VGG-16 does not
+    assert r.exit_code == 1 and "row 0, params.content_layers: unknown layer 'conv3_4'" in r.output
