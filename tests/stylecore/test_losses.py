@@ -1,0 +1,70 @@
+"""Loss functions against independent formulas written out by hand."""
+
+from __future__ import annotations
+
+import torch
+
+from stylecore.losses import (
+    ContentLoss, StyleLoss, blend_grams, gatys_content_loss, gatys_style_layer_loss, gram_matrix,
+    normalized_layer_weights, relative_sq_error, total_variation,
+)
+
+
+def test_gram_matrix_equals_explicit_sum():
+    f = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    g = gram_matrix(f)
+    for b in range(2):
+        for i in range(3):
+            for j in range(3):
+                assert torch.isclose(g[b, i, j], (f[b, i] * f[b, j]).sum())
+    torch.testing.assert_close(gram_matrix(f, normalize=True), g / 20)
+
+
+def test_style_layer_loss_is_the_papers_E_l():
+    f = torch.randn(2, 4, 3, 6, dtype=torch.float64)
+    a = torch.randn(2, 4, 3, 6, dtype=torch.float64)
+    n, m = 4, 18
+    G, A = gram_matrix(f), gram_matrix(a)
+    want = torch.stack([sum((G[b, i, j] - A[b, i, j]) ** 2 for i in range(n) for j in range(n)) / (4 * n**2 * m**2) for b in range(2)])
+    torch.testing.assert_close(gatys_style_layer_loss(G, A, n, m), want)
+
+
+def test_content_loss_is_half_sum_of_squares():
+    f, p = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    want = torch.stack([0.5 * ((f[b] - p[b]) ** 2).sum() for b in range(3)])
+    torch.testing.assert_close(gatys_content_loss(f, p), want)
+
+
+def test_relative_losses_are_scale_free():
+    f, p = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5)
+    torch.testing.assert_close(relative_sq_error(f, p), relative_sq_error(60 * f, 60 * p))
+    g, a = gram_matrix(f, True), gram_matrix(p, True)
+    torch.testing.assert_close(relative_sq_error(g, a), relative_sq_error(gram_matrix(60 * f, True), gram_matrix(60 * p, True)))
+
+
+def test_total_variation():
+    x = torch.zeros(1, 1, 3, 3)
+    assert total_variation(x).item() == 0
+    x[0, 0, 1, 1] = 1.0
+    # 4 neighbour differences of 1 among 6 vertical and 6 horizontal pairs
+    torch.testing.assert_close(total_variation(x), torch.tensor([2 / 6 + 2 / 6]))
+
+
+def test_modules_weight_rows_and_layers_independently():
+    feats = {"a": torch.randn(2, 3, 4, 4), "b": torch.randn(2, 5, 2, 2)}
+    targets = {k: torch.randn_like(v) for k, v in feats.items()}
+    cl = ContentLoss(targets)(feats)
+    want = (relative_sq_error(feats["a"], targets["a"]) + relative_sq_error(feats["b"], targets["b"])) / 2
+    torch.testing.assert_close(cl, want)
+    grams = {k: gram_matrix(v, True) for k, v in targets.items()}
+    lw = torch.tensor([[1.0, 0.0], [0.25, 0.75]])
+    sl = StyleLoss(grams, lw)(feats)
+    per = [relative_sq_error(gram_matrix(feats[k], True), grams[k]) for k in ("a", "b")]
+    torch.testing.assert_close(sl, torch.stack([per[0][0], 0.25 * per[0][1] + 0.75 * per[1][1]]))
+
+
+def test_layer_weights_and_blends():
+    assert normalized_layer_weights(None, 4) == [0.25] * 4
+    assert normalized_layer_weights([1, 3], 2) == [0.25, 0.75]
+    g1, g2 = {"a": torch.ones(1, 2, 2)}, {"a": 3 * torch.ones(1, 2, 2)}
+    torch.testing.assert_close(blend_grams([g1, g2], [3, 1])["a"], 1.5 * torch.ones(1, 2, 2))

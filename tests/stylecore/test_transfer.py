@@ -1,0 +1,169 @@
+"""The engine on real `vgg16-hed` features (quality) and random weights (plumbing)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stylecore.images import load_tensor
+from stylecore.lpips import load_lpips
+from stylecore.metrics import gram_distance
+from stylecore.params import ParamError, Params
+from stylecore.transfer import Progress, StyleTransfer, TransferJob, batch_key, output_size, scale_sizes, stylize
+from stylecore.weights import load_vgg
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def images(content_path, style_path):
+    return load_tensor(content_path, SIZE), load_tensor(style_path, SIZE)
+
+
+def _metrics(out, content, style, hed):
+    vgg, _ = load_vgg(hed)
+    lp = load_lpips(hed)
+    layers = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    g = gram_distance(out, style, vgg, layers).item()
+    with torch.inference_mode():
+        from stylecore.metrics import match_size
+
+        d_style = lp(out, match_size(style, out)).item()
+    return g, d_style
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content_loss", ["mse", "lpips"])
+def test_real_stylisation_moves_toward_the_style(images, hed, content_loss):
+    content, style = images
+    p = Params(size=SIZE, iterations=40, weights=hed, lpips_weights=hed, content_loss=content_loss)
+    seen: list[Progress] = []
+    r = stylize(content, style, p, device="cpu", progress=seen.append)
+    assert r.image.shape == (3, *output_size(content.shape[-2:], SIZE)) and r.steps == 40
+    assert [s.step for s in seen] == list(range(1, 41)) and seen[-1].losses["style"] < seen[0].losses["style"]
+    g0, d0 = _metrics(content, content, style, hed)
+    g1, d1 = _metrics(r.image[None], content, style, hed)
+    assert g1 <= 0.3 * g0, (g0, g1)  # Gram style distance falls by >= 70%
+    assert d1 < d0, (d0, d1)  # LPIPS to the style image drops
+    assert r.weights.startswith("vgg16-hed@sha256:")
+
+
+@pytest.mark.slow
+def test_style_weight_zero_keeps_the_content(images, hed):
+    content, style = images
+    r = stylize(content, style, Params(size=SIZE, iterations=15, style_weight=0, weights=hed), device="cpu")
+    assert (r.image - content[0]).abs().mean() < 0.01
+
+
+@pytest.mark.slow
+def test_texture_synthesis_from_noise_converges(images, hed):
+    _, style = images
+    p = Params(size=64, iterations=60, content_weight=0, style_layers=("pool2",), init="noise", weights=hed)
+    seen: list[Progress] = []
+    r = stylize(style, style, p, device="cpu", progress=seen.append)
+    assert r.losses["style"] < 0.05 * seen[0].losses["style"], (seen[0].losses, r.losses)
+
+
+def _three_jobs(weights: str) -> list[TransferJob]:
+    torch.manual_seed(0)
+    contents = [torch.rand(1, 3, 32, 40) for _ in range(3)]
+    styles = [torch.rand(1, 3, 30, 30) for _ in range(3)]
+    base = Params(size=40, iterations=20, optimizer="adam", weights=weights, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_2",))
+    params = [base.replace(style_weight=w, content_weight=c, seed=s) for w, c, s in ((10, 1, 0), (100, 0.5, 1), (1, 2, 2))]
+    params[2] = params[2].replace(init="noise")
+    return [TransferJob(c, (s,), p) for c, s, p in zip(contents, styles, params)]
+
+
+@pytest.mark.parametrize("weights", ["random", "vgg16-hed"])
+def test_batch_of_three_equals_three_single_runs_with_adam(weights, hed):
+    jobs = _three_jobs(weights)
+    batched = StyleTransfer("cpu", batch_invariant=True).run(jobs)
+    for job, b in zip(jobs, batched):
+        single = StyleTransfer("cpu", batch_invariant=True).run([job])[0]
+        assert (single.image - b.image).abs().max() <= 1e-3
+        assert b.losses["style"] == pytest.approx(single.losses["style"], rel=1e-3, abs=1e-6)
+    assert (batched[0].image - batched[1].image).abs().max() > 0.05  # rows really differ
+
+
+def test_fast_kernels_keep_batched_rows_close():
+    """Default (oneDNN) kernels: last-bit differences flip a few max-pool/ReLU choices, so a few
+    pixels may differ by up to a step size; the images agree on average."""
+    jobs = _three_jobs("random")
+    batched = StyleTransfer("cpu").run(jobs)
+    for job, b in zip(jobs, batched):
+        d = (StyleTransfer("cpu").run([job])[0].image - b.image).abs()
+        assert d.mean() < 1e-3 and (d > 1e-3).float().mean() < 0.05
+
+
+def test_deterministic_under_seed_and_weights_labelled():
+    c, s = torch.rand(1, 3, 24, 24), torch.rand(1, 3, 24, 24)
+    p = Params(size=24, iterations=5, init="noise", seed=3, weights="random", style_layers=("relu1_1",), content_layers=("relu1_2",))
+    a, b = stylize(c, s, p, "cpu"), stylize(c, s, p, "cpu")
+    assert torch.equal(a.image, b.image)
+    assert not torch.equal(a.image, stylize(c, s, p.replace(seed=4), "cpu").image)
+    assert "RANDOM" in a.weights
+
+
+def test_style_targets_computed_once_per_style(monkeypatch):
+    import stylecore.transfer as T
+
+    calls: list[tuple] = []
+    real = T.gram_matrix
+    monkeypatch.setattr(T, "gram_matrix", lambda f, normalize=False: calls.append(f.shape) or real(f, normalize))
+    eng = StyleTransfer("cpu")
+    s = torch.rand(1, 3, 20, 20)
+    p = Params(size=20, iterations=1, weights="random", style_layers=("relu1_1", "relu2_1"), content_layers=("relu1_2",))
+    jobs = [TransferJob(torch.rand(1, 3, 20, 20), (s,), p.replace(seed=i), style_keys=("s.jpg",)) for i in range(3)]
+    eng.run(jobs[:1])
+    assert len(calls) == 2  # one Gram target per style layer
+    eng.run(jobs[1:])
+    assert len(calls) == 2 and len(eng._gram_cache) == 1  # reused for the later rows
+    eng.run([TransferJob(jobs[0].content, (s,), p.replace(style_scale=0.5), style_keys=("s.jpg",))])
+    assert len(calls) == 4  # another style size is another target
+
+
+def test_blend_multiscale_and_original_colors_run():
+    c, s1, s2 = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 32), torch.rand(1, 3, 40, 40)
+    p = Params(size=48, iterations=3, scales=2, style_blend=(0.7, 0.3), original_colors=True, weights="random",
+               style_layers=("relu1_1",), content_layers=("relu1_2",))
+    assert scale_sizes(p) == [24, 48]
+    seen: list[Progress] = []
+    r = stylize(c, (s1, s2), p, "cpu", seen.append)
+    assert r.image.shape == (3, 32, 48) and r.steps == 6 and {x.scale for x in seen} == {0, 1}
+    with pytest.raises(ValueError, match="style_blend has 2 weights for 1 style"):
+        stylize(c, s1, p, "cpu")
+
+
+def test_batch_key_groups_by_size_and_shared_fields():
+    p = Params(weights="random")
+    assert batch_key(p, (100, 200)) == batch_key(p.replace(style_weight=5, seed=9), (50, 100))
+    assert batch_key(p, (100, 200)) != batch_key(p, (100, 100))
+    assert batch_key(p, (100, 200)) != batch_key(p.replace(optimizer="adam"), (100, 200))
+
+
+@pytest.mark.parametrize(
+    "changes,field",
+    [
+        ({"size": 4}, "size"), ({"iterations": -1}, "iterations"), ({"style_weight": -1}, "style_weight"),
+        ({"content_loss": "l1"}, "content_loss"), ({"init": "zeros"}, "init"), ({"optimizer": "sgd"}, "optimizer"),
+        ({"pooling": "min"}, "pooling"), ({"style_layers": ("relu9_9",)}, "style_layers"), ({"style_layers": ()}, "style_layers"),
+        ({"style_layer_weights": (1.0,)}, "style_layer_weights"), ({"lr": 0}, "lr"), ({"scales": 9}, "scales"),
+        ({"style_scale": 0}, "style_scale"), ({"style_blend": (-1.0, 1.0)}, "style_blend"), ({"tv_weight": float("nan")}, "tv_weight"),
+        ({"content_layers": ("conv3_4",), "weights": "vgg16-hed"}, "content_layers"), ({"original_colors": "maybe"}, "original_colors"),
+    ],
+)
+def test_every_invalid_param_names_its_field(changes, field):
+    with pytest.raises(ParamError) as e:
+        Params.from_dict(changes)
+    assert e.value.field == field and f"'{field}'" in str(e.value)
+
+
+def test_unknown_param_suggests_the_closest():
+    with pytest.raises(ParamError, match="did you mean 'style_weight'"):
+        Params.from_dict({"style_wieght": 3})
+
+
+def test_params_round_trip_json():
+    p = Params(style_layers=("conv1_1", "pool3"), style_blend=(1, 2), original_colors=True)
+    assert Params.from_json(p.to_json()) == p
+    assert Params.from_dict({"size": "128", "original_colors": "yes", "style_layers": "relu1_1,relu2_1"}).size == 128
