@@ -100,12 +100,13 @@ def now() -> dt.datetime:
 def to_table(rows: Iterable[Mapping[str, Any]], extra_schema: pa.Schema | None = None) -> pa.Table:
     """Result rows (dicts with RESULT_COLUMNS plus carried-through columns) -> Arrow table."""
     rows = list(rows)
-    fields = list(RESULT_FIELDS)
-    if extra_schema is not None:
-        fields += [f for f in extra_schema if f.name not in RESULT_COLUMNS]
-    schema = pa.schema(fields)
-    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
-    return pa.table(cols, schema=schema)
+    arrays = {f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in RESULT_FIELDS}
+    given = {f.name: f.type for f in extra_schema} if extra_schema is not None else {}
+    extras = dict.fromkeys(k for r in rows for k in r if k not in arrays)
+    for name in extras:  # carried-through manifest columns: typed as given, else inferred
+        arrays[name] = pa.array([r.get(name) for r in rows], given.get(name))
+    schema = pa.schema(list(RESULT_FIELDS) + [pa.field(n, arrays[n].type) for n in extras])
+    return pa.table(list(arrays.values()), schema=schema)
 
 
 def write_part(out: str, table: pa.Table) -> str:

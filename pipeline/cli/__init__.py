@@ -8,6 +8,7 @@ import typer
 
 from stylecore import __version__
 from pipeline.cli import models
+from pipeline.cli import submit
 from pipeline.cli import manifest
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models.app, name="models")
+app.command("submit")(submit.submit)
 app.add_typer(manifest.app, name="manifest")
 
 

@@ -1,0 +1,45 @@
+"""`stxpipe submit MANIFEST`: the main job."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from pipeline.cli.common import friendly_errors
+from pipeline.manifest import ManifestError
+from pipeline.runner import SubmitConfig, submit as run_submit
+
+_D = SubmitConfig(manifest="")
+
+
+def submit(
+    manifest: str = typer.Argument(..., help="Parquet manifest (path or URI)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URI [default: ./stxpipe-out/<manifest name>]."),
+    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster to join; none: an embedded local Ray."),
+    workers: int = typer.Option(_D.workers, min=1, help="Worker actors (each holds the models)."),
+    gpus_per_worker: float = typer.Option(_D.gpus_per_worker, min=0, help="GPUs per worker (fractions share a GPU)."),
+    cpus_per_worker: float = typer.Option(_D.cpus_per_worker, min=0, help="CPUs per worker."),
+    batch_size: int = typer.Option(_D.batch_size, min=1, help="Rows per batch (rows of one output size optimise together)."),
+    weights: Optional[str] = typer.Option(None, help="Weight set for rows that name none (e.g. vgg16-hed offline)."),
+    lpips_weights: Optional[str] = typer.Option(None, help="LPIPS backbone for rows that name none, and for the Distance metrics."),
+    retries: int = typer.Option(_D.retries, min=0, help="Retries of a row whose worker process died."),
+    force: bool = typer.Option(False, "--force", help="Rerun rows that are already ok."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows of a manifest with invalid ones."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Run every row of a manifest on Ray workers; write images and the results table."""
+    cfg = SubmitConfig(
+        manifest=manifest, out=out, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker, batch_size=batch_size, weights=weights, lpips_weights=lpips_weights,
+        retries=retries, force=force, dry_run=dry_run, skip_invalid=skip_invalid,
+    )
+    with friendly_errors(ManifestError):
+        summary = run_submit(cfg, progress=progress, echo=typer.echo)
+    if not dry_run:
+        typer.echo(summary.line())
+    if summary.interrupted:
+        raise typer.Exit(130)
+    if summary.failed:
+        raise typer.Exit(2)

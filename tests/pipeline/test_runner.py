@@ -1,0 +1,231 @@
+"""`stxpipe submit` on a real local Ray: results, resume, bad rows, killed workers and drivers,
+a two-node loopback cluster, and the metrics endpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import results as R
+from pipeline.cli import app
+from pipeline.manifest import write_manifest
+from pipeline.runner import CHAOS_ENV, SubmitConfig, submit
+from stylecore.images import load_image, read_png_metadata
+
+pytestmark = pytest.mark.slow
+
+TINY = {"size": 32, "iterations": 2, "weights": "vgg16-hed", "lpips_weights": "vgg16-hed"}
+CONTRACT = [
+    "row_id", "content", "style", "status", "error", "output", "lpips_style", "lpips_content", "loss_content",
+    "loss_style", "loss_tv", "iterations", "seconds", "weights", "device", "worker", "started_at", "finished_at", "params",
+]
+
+
+def _manifest(path: Path, samples: Path, n: int, extra_rows: list[dict] | None = None, **params) -> Path:
+    contents = sorted((samples / "content").glob("*.jpg"))
+    styles = sorted((samples / "style").glob("*.jpg"))
+    rows = [
+        {"content": str(contents[i % len(contents)]), "style": str(styles[i % len(styles)]), "params": {**TINY, **params, "seed": i}, "tag": f"t{i}"}
+        for i in range(n)
+    ]
+    write_manifest(rows + (extra_rows or []), path)
+    return path
+
+
+def _all_rows(out: Path):
+    return R.read_all(str(out)).to_pylist()
+
+
+def test_six_rows_two_workers_then_resume_runs_nothing(tmp_path, samples, hed):
+    m = _manifest(tmp_path / "m.parquet", samples, 6)
+    out = tmp_path / "out"
+    s = submit(SubmitConfig(str(m), str(out), workers=2, batch_size=2), progress=False)
+    assert (s.ok, s.failed) == (6, 0)
+    t = R.read_results(str(out))
+    assert t.num_rows == 6 and set(CONTRACT) <= set(t.column_names) and "tag" in t.column_names
+    for r in t.to_pylist():
+        assert r["status"] == "ok" and r["error"] is None
+        img = load_image(r["output"])
+        assert max(img.size) == 32
+        assert "stxpipe:params" in read_png_metadata(r["output"])
+        assert 0 < r["lpips_content"] < 1.5 and 0 < r["lpips_style"] < 1.5 and r["lpips_style"] > r["lpips_content"]
+        assert r["iterations"] == 2 and r["seconds"] > 0 and r["finished_at"] >= r["started_at"]
+        assert r["weights"].startswith("vgg16-hed@sha256:") and r["device"] == "cpu"
+        assert r["params"]["size"] == 32 and r["params"]["style_weight"] == 1e3  # fully resolved
+    assert {r["tag"] for r in t.to_pylist()} == {f"t{i}" for i in range(6)}
+    result = CliRunner().invoke(app, ["submit", str(m), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0 and "nothing to run: all 6 rows" in result.output
+    assert len(_all_rows(out)) == 6
+
+
+def test_missing_and_corrupt_images_become_error_rows(tmp_path, samples, hed):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes((samples / "style" / "shipwreck.jpg").read_bytes()[:300])
+    extra = [
+        {"content": str(tmp_path / "missing.jpg"), "style": str(samples / "style" / "shipwreck.jpg"), "params": TINY},
+        {"content": str(samples / "content" / "coffee.jpg"), "style": str(bad), "params": TINY},
+    ]
+    m = _manifest(tmp_path / "m.parquet", samples, 2, extra)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["submit", str(m), "--out", str(out), "--no-progress", "--batch-size", "4"])
+    assert r.exit_code == 2, r.output  # finished, with failed rows
+    rows = {x["content"]: x for x in R.read_results(str(out)).to_pylist()}
+    assert "missing.jpg" in rows[str(tmp_path / "missing.jpg")]["error"]
+    assert rows[str(samples / "content" / "coffee.jpg")]["status"] == "error"
+    assert "corrupt.jpg" in rows[str(samples / "content" / "coffee.jpg")]["error"]
+    assert sum(x["status"] == "ok" for x in rows.values()) == 2
+
+
+def _worker_pids() -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cmd.startswith("ray::StyleWorker"):
+                pids.append(int(p.name))
+    return pids
+
+
+def test_killed_worker_is_replaced_and_every_row_ends_ok_once(tmp_path, samples, hed):
+    m = _manifest(tmp_path / "m.parquet", samples, 6, iterations=15)
+    out = tmp_path / "out"
+    box: dict = {}
+    th = threading.Thread(target=lambda: box.update(s=submit(SubmitConfig(str(m), str(out), workers=1, batch_size=2), progress=False)))
+    th.start()
+    killed = None
+    deadline = time.time() + 120
+    while time.time() < deadline and killed is None:
+        pids = _worker_pids()
+        if pids and R.part_paths(str(out)):  # a worker is up and has finished a batch
+            os.kill(pids[0], signal.SIGKILL)
+            killed = pids[0]
+        time.sleep(0.2)
+    th.join(300)
+    assert killed is not None and not th.is_alive()
+    assert box["s"].ok == 6 and box["s"].failed == 0
+    rows = _all_rows(out)
+    oks = [r["row_id"] for r in rows if r["status"] == "ok"]
+    assert len(oks) == 6 and len(set(oks)) == 6
+
+
+def test_a_row_that_keeps_killing_workers_ends_as_error(tmp_path, samples, hed, monkeypatch):
+    m = _manifest(tmp_path / "m.parquet", samples, 3)
+    from pipeline.manifest import read_manifest
+
+    poison = read_manifest(m)[1].row_id
+    monkeypatch.setenv(CHAOS_ENV, poison)
+    out = tmp_path / "out"
+    s = submit(SubmitConfig(str(m), str(out), workers=1, batch_size=3, retries=1), progress=False)
+    assert (s.ok, s.failed) == (2, 1)
+    rows = {r["row_id"]: r for r in R.read_results(str(out)).to_pylist()}
+    assert rows[poison]["status"] == "error" and "worker process died 2 time(s)" in rows[poison]["error"]
+
+
+def test_killed_driver_then_resubmit_finishes_without_redoing_rows(tmp_path, samples, hed):
+    m = _manifest(tmp_path / "m.parquet", samples, 6, iterations=10)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(m), "--out", str(out), "--no-progress", "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline and not R.part_paths(str(out)):
+            time.sleep(0.2)
+        assert R.part_paths(str(out)), "no row finished in time"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray it started
+        proc.wait()
+    first = {r["row_id"] for r in _all_rows(out) if r["status"] == "ok"}
+    assert 1 <= len(first) < 6
+    s = submit(SubmitConfig(str(m), str(out)), progress=False)
+    assert s.skipped == len(first) and s.ok == 6 - len(first)
+    oks = [r["row_id"] for r in _all_rows(out) if r["status"] == "ok"]
+    assert len(oks) == 6 and len(set(oks)) == 6  # no row done twice, none lost
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    """A head and a second node on loopback, one CPU each, as separate process groups."""
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    port, m1, m2 = _free_port(), _free_port(), _free_port()
+    common = ["--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1", "--block", "--disable-usage-stats"]
+    procs = []
+    env = dict(os.environ, RAY_ADDRESS="")
+    try:
+        procs.append(subprocess.Popen([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--metrics-export-port={m1}", *common],
+                                      start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        address = f"127.0.0.1:{port}"
+        _wait_port(port)
+        procs.append(subprocess.Popen([ray_bin, "start", f"--address={address}", f"--metrics-export-port={m2}", *common],
+                                      start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield address, (m1, m2)
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def _wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"port {port} did not open")
+
+
+def test_two_node_cluster_runs_rows_on_both_nodes_and_exports_metrics(tmp_path, samples, hed, two_node_cluster):
+    address, metric_ports = two_node_cluster
+    import ray
+
+    ray.init(address=address, logging_level="error")
+    try:
+        deadline = time.time() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    finally:
+        ray.shutdown()
+    m = _manifest(tmp_path / "m.parquet", samples, 6, iterations=6)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["submit", str(m), "--out", str(out), "--address", address, "--workers", "2", "--batch-size", "1", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    t = R.read_results(str(out))
+    assert pc.all(pc.equal(t.column("status"), "ok")).as_py()
+    nodes = {w.split("@")[0] for w in t.column("worker").to_pylist()}
+    assert len(nodes) == 2, nodes  # rows ran on both nodes
+    text = ""
+    deadline = time.time() + 60
+    while time.time() < deadline and "stxpipe_rows_total" not in text:
+        text = "".join(urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode() for p in metric_ports)
+        time.sleep(1)
+    assert "stxpipe_rows_total" in text and "stxpipe_row_seconds" in text
