@@ -8,6 +8,7 @@ import typer
 
 from stylecore import __version__
 from pipeline.cli import models
+from pipeline.cli import distance, experiment
 from pipeline.cli import submit
 from pipeline.cli import manifest
 
@@ -19,6 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models.app, name="models")
+app.command("distance")(distance.distance)
+app.add_typer(experiment.app, name="experiment")
 app.command("submit")(submit.submit)
 app.add_typer(manifest.app, name="manifest")
 

@@ -1,0 +1,133 @@
+"""The founding paper's measurements (Figures 5 and 6) and two-image comparison, as data.
+
+Images follow the paper's convention here: [-1, 1] for L2 (mean squared difference, so white vs
+black = 2**2 = 4); LPIPS is fed the same images mapped to [0, 1] (`to_unit`), which is lpips'
+`normalize=True` convention. Nothing here prints: the CLI formats the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from stylecore.lpips import LPIPS
+from stylecore.metrics import l2, match_size, to_signed, to_unit
+
+# Figure 5 of the founding paper: (pair, L2, LPIPS-VGG on ImageNet VGG-16).
+PAPER_INTENSITY: tuple[tuple[str, float, float], ...] = (
+    ("white-black", 4.0, 0.4538),
+    ("white-gray", 1.0, 0.4945),
+    ("gray-black", 1.0, 0.5390),
+)
+# The weight set the paper's LPIPS numbers were measured with.
+PAPER_WEIGHTS = "vgg16-imagenet"
+
+# Figure 6: contrast factors c of the three levels, x_c = m + c (x - m) around the per-channel
+# mean m. Equal steps (1 -> 0.75 -> 0.5) double the pixel change from level 1->2 to 1->3, so L2
+# grows exactly 4x (the paper reports ~4x for L2, ~3.6x for LPIPS). Reducing contrast is a convex
+# combination of x and m, so it never leaves [-1, 1] and never clips.
+CONTRAST_FACTORS: tuple[float, ...] = (1.0, 0.75, 0.5)
+
+
+@dataclass(frozen=True)
+class PairRow:
+    """One compared pair: L2 (mean squared, [-1, 1] images) and LPIPS."""
+
+    pair: str
+    l2: float
+    lpips: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def flat_image(value: float, size: int) -> torch.Tensor:
+    """A constant (1, 3, size, size) image with every pixel `value` in [-1, 1]."""
+    return torch.full((1, 3, size, size), float(value))
+
+
+def intensity(lpips_model: LPIPS, size: int = 256) -> list[PairRow]:
+    """Figure 5: white (+1), black (-1) and gray (0) images; L2 and LPIPS of (white, black),
+    (white, gray), (gray, black)."""
+    device = lpips_model.linear(0).device
+    white, black, gray = (flat_image(v, size).to(device) for v in (1.0, -1.0, 0.0))
+    pairs = (("white-black", white, black), ("white-gray", white, gray), ("gray-black", gray, black))
+    rows = []
+    with torch.inference_mode():
+        for name, a, b in pairs:
+            rows.append(PairRow(name, float(l2(a, b)[0]), float(lpips_model(to_unit(a), to_unit(b))[0])))
+    return rows
+
+
+def contrast_levels(image: torch.Tensor, factors: Sequence[float] = CONTRAST_FACTORS) -> list[torch.Tensor]:
+    """Contrast versions of `image` (1, 3, H, W) in [-1, 1]: m + c (x - m), m the per-channel mean."""
+    m = image.mean(dim=(2, 3), keepdim=True)  # (1, 3, 1, 1)
+    return [m + c * (image - m) for c in factors]
+
+
+@dataclass(frozen=True)
+class ContrastResult:
+    """Figure 6: pairs (level 1, level k) and the growth ratios (1 -> 3) / (1 -> 2)."""
+
+    factors: tuple[float, ...]
+    rows: list[PairRow]
+    l2_ratio: float
+    lpips_ratio: float
+
+
+def contrast(image: torch.Tensor, lpips_model: LPIPS, factors: Sequence[float] = CONTRAST_FACTORS) -> ContrastResult:
+    """Figure 6 on `image` (1, 3, H, W) in [0, 1]: L2 and LPIPS between contrast level 1 and the
+    others (factors as in `CONTRAST_FACTORS`), and their ratios."""
+    if len(factors) != 3:
+        raise ValueError(f"contrast needs three factors (level 1, 2, 3), got {list(factors)}")
+    device = lpips_model.linear(0).device
+    levels = contrast_levels(to_signed(image.to(device)), factors)
+    rows = []
+    with torch.inference_mode():
+        ref = lpips_model.features(to_unit(levels[0]))
+        for k, lv in enumerate(levels[1:], start=2):
+            d = lpips_model.distance_to_features(to_unit(lv), ref)
+            rows.append(PairRow(f"level1-level{k}", float(l2(levels[0], lv)[0]), float(d[0])))
+    return ContrastResult(tuple(factors), rows, _ratio(rows[1].l2, rows[0].l2), _ratio(rows[1].lpips, rows[0].lpips))
+
+
+def _ratio(a: float, b: float) -> float:
+    # A flat image has no contrast to lose: both distances are 0, and the growth is undefined.
+    return a / b if b > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`stxpipe distance A B`: LPIPS and L2 ([-1, 1] convention) of B against A, at A's size."""
+
+    a: str
+    b: str
+    height: int
+    width: int
+    lpips: float
+    l2: float
+    weights: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare_images(a: str | Path, b: str | Path, lpips_model: LPIPS, size: int | None = None) -> Comparison:
+    """Decode A (long side resized to `size` if given) and B, bring B to A's exact H x W, and
+    measure LPIPS and L2 ([-1, 1] images).
+
+    B is decoded at A's long side with the same resampling as A (so `distance X X` is exactly 0
+    at any `--size`), then, only if the aspect ratios differ, stretched to A's H x W by
+    `metrics.match_size`."""
+    from stylecore.images import load_tensor  # local: decoding is only needed here
+
+    device = lpips_model.linear(0).device
+    ta = load_tensor(a, size).to(device)  # (1, 3, H, W) in [0, 1]
+    tb = match_size(load_tensor(b, max(ta.shape[-2:])).to(device), ta)  # (1, 3, H, W)
+    with torch.inference_mode():
+        d = float(lpips_model(ta, tb)[0])
+        e = float(l2(to_signed(ta), to_signed(tb))[0])
+    return Comparison(str(a), str(b), int(ta.shape[-2]), int(ta.shape[-1]), d, e, lpips_model.weights_label)
