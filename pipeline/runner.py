@@ -401,13 +401,16 @@ def submit(cfg: SubmitConfig, progress: bool = True, echo: Callable[[str], None]
 
 
 def _drive(actors, queue: _Queue, out: str, total: int, summary: SubmitSummary, progress: bool) -> None:
+    """Feed batches to idle actors; record results; on a worker death requeue its rows and wait
+    (by pinging) until Ray has restarted that actor before giving it more work."""
     import ray
     from ray.exceptions import RayActorError, RayTaskError
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="row", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     idle = list(actors)
-    inflight: dict[Any, tuple[Any, list[dict]]] = {}
+    inflight: dict[Any, tuple[Any, list[dict] | None]] = {}  # ref -> (actor, batch; None = a ping)
+    deadline: dict[Any, float] = {}  # actor -> give up waiting for its restart after this time
 
     def record(rows: Iterable[dict]) -> None:
         for r in rows:
@@ -417,31 +420,45 @@ def _drive(actors, queue: _Queue, out: str, total: int, summary: SubmitSummary, 
                 summary.failed += 1
             if r.get("worker"):
                 summary.workers.add(r["worker"])
-            bar.update(1)
-        bar.set_postfix(ok=summary.ok, failed=summary.failed, left=total - summary.ok - summary.failed)
+        bar.set_postfix(ok=summary.ok, failed=summary.failed, left=total - summary.ok - summary.failed, refresh=False)
+        bar.n = summary.ok + summary.failed
+        bar.refresh()
+
+    def fail(rows: list[dict]) -> None:
+        R.write_part(out, R.to_table(rows))
+        record(rows)
 
     try:
-        while queue.pending or inflight:
+        while queue.pending or any(b is not None for _, b in inflight.values()):
             while idle and queue.pending:
                 actor, batch = idle.pop(0), queue.pending.popleft()
                 inflight[actor.__call__.remote(batch)] = (actor, batch)
+            if not inflight:
+                raise RuntimeError("every worker failed to restart; rerun the same command to finish the remaining rows")
             done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in done:
                 actor, batch = inflight.pop(ref)
-                idle.append(actor)
                 try:
-                    record(ray.get(ref))
+                    got = ray.get(ref)
                 except RayActorError:
-                    gave_up = queue.died(batch)
-                    if gave_up:
-                        rows = [result_row(p, R.STATUS_ERROR, error=f"worker process died {p['attempt']} time(s) while running this row; giving up after {queue.retries} retries", finished_at=R.now()) for p in gave_up]
-                        R.write_part(out, R.to_table(rows))
-                        record(rows)
+                    if batch is not None:  # the worker died running this batch
+                        gave_up = queue.died(batch)
+                        if gave_up:
+                            fail([result_row(p, R.STATUS_ERROR, finished_at=R.now(), error=(
+                                f"worker process died {p['attempt']} time(s) while running this row; "
+                                f"giving up after {queue.retries} retries")) for p in gave_up])
+                        deadline[actor] = time.time() + 300
+                    elif time.time() > deadline.get(actor, 0):
+                        continue  # never came back: drop this actor
+                    time.sleep(0.5)
+                    inflight[actor.ping.remote()] = (actor, None)  # idle again once it answers
+                    continue
                 except RayTaskError as e:  # a bug outside the per-row guards: record, go on
                     msg = str(e).strip().splitlines()[-1][:500]
-                    rows = [result_row(p, R.STATUS_ERROR, error=f"worker failure: {msg}", finished_at=R.now()) for p in batch]
-                    R.write_part(out, R.to_table(rows))
-                    record(rows)
+                    fail([result_row(p, R.STATUS_ERROR, error=f"worker failure: {msg}", finished_at=R.now()) for p in batch or []])
+                    got = []
+                if batch is not None:
+                    record(got)
+                idle.append(actor)
     finally:
         bar.close()
-

@@ -4,6 +4,7 @@ a two-node loopback cluster, and the metrics endpoint."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -164,8 +165,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def two_node_cluster(tmp_path):
-    """A head and a second node on loopback, one CPU each, as separate process groups."""
+def two_node_cluster(tmp_path, monkeypatch):
+    """A head and a second node on loopback, one CPU each, as separate process groups, with
+    Ray's token authentication on (a fresh token; the driver gets it through the environment)."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     port, m1, m2 = _free_port(), _free_port(), _free_port()
     common = ["--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1", "--block", "--disable-usage-stats"]
@@ -180,17 +184,31 @@ def two_node_cluster(tmp_path):
                                       start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         yield address, (m1, m2)
     finally:
+        # Stop exactly what we started: each node's process group (raylet, GCS, agents); its
+        # worker processes exit when their raylet goes.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for p in procs:
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + 5
+            while time.time() < deadline and any(p.poll() is None for p in procs):
+                time.sleep(0.2)
         for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            p.wait(10)
+            assert _group_gone(p.pid), f"processes of group {p.pid} are still running"
+
+
+def _group_gone(pgid: int, timeout: float = 15) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _wait_port(port: int, timeout: float = 60) -> None:
