@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from stylecore.images import resize_tensor
+from stylecore.losses import gram_matrix
 from stylecore.lpips import LPIPS
 from stylecore.vgg import VGGFeatures, check_layers
 
@@ -42,12 +43,12 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 def match_size(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Resize `image` (B, 3, h, w) to `like`'s exact H x W (bicubic, antialiased, clamped to
-    [0, 1] since bicubic overshoots); unchanged if already that size. See the module docstring
+    [0, 1]; the engine's resampling); unchanged if already that size. See the module docstring
     for why a resize and not a crop."""
     size = tuple(like.shape[-2:])
     if tuple(image.shape[-2:]) == size:
         return image
-    return F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0.0, 1.0)
+    return resize_tensor(image, size)
 
 
 def l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -58,10 +59,8 @@ def l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def gram(feat: torch.Tensor) -> torch.Tensor:
     """Gram matrix normalised by C*H*W: (B, C, H, W) -> (B, C, C), so images of different sizes
-    compare."""
-    b, c, h, w = feat.shape
-    f = feat.reshape(b, c, h * w)  # (B, C, HW)
-    return f @ f.transpose(1, 2) / (c * h * w)  # (B, C, C)
+    compare (the losses' size-normalised Gram over C)."""
+    return gram_matrix(feat, normalize=True) / feat.shape[1]  # (B, C, C)
 
 
 def gram_distance_from_features(

