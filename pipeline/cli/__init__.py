@@ -11,6 +11,7 @@ from pipeline.cli import models
 from pipeline.cli import distance, experiment
 from pipeline.cli import submit
 from pipeline.cli import manifest
+from pipeline.cli import results, report, demo
 
 app = typer.Typer(
     name="stxpipe",
@@ -24,6 +25,9 @@ app.command("distance")(distance.distance)
 app.add_typer(experiment.app, name="experiment")
 app.command("submit")(submit.submit)
 app.add_typer(manifest.app, name="manifest")
+app.add_typer(results.app, name="results")
+app.command("report")(report.report)
+app.command("demo")(demo.demo)
 
 
 def _version(value: bool) -> None:
