@@ -28,7 +28,10 @@ from stylecore.params import Params
 # A test-only fault hook: a worker that starts a row listed here exits at once, as a crashed or
 # OOM-killed process would (comma-separated row ids). Never set in production.
 CHAOS_ENV = "STXPIPE_CHAOS_KILL_ROWS"
-_FORWARD_ENV_PREFIXES = ("AWS_", "STXPIPE_", "TORCH_HOME", "GOOGLE_", "XDG_CACHE_HOME")
+# Passed to workers on a cluster (an embedded Ray inherits the whole environment anyway): where
+# object storage is, never secrets (they would sit in Ray's cluster state and dashboard, and
+# override the nodes' own, self-refreshing credentials) nor this machine's cache paths.
+FORWARD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")
 
 
 @dataclass(frozen=True)
@@ -323,7 +326,7 @@ def _connect(cfg: SubmitConfig):
     """Start an embedded Ray (dashboard on 127.0.0.1 only) or join the given cluster."""
     import ray
 
-    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV_PREFIXES)}
+    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
     runtime_env = {"env_vars": env} if env else None
     address = cfg.ray_address()
     if address:

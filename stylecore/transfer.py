@@ -62,6 +62,9 @@ class TransferResult:
 
 ProgressFn = Callable[[Progress], None]
 
+# L-BFGS iterations per optimizer.step() call (see `StyleTransfer._optimize`).
+LBFGS_CHUNK = 25
+
 # Fields that must agree across rows optimised in one batch (one forward over the stack).
 BATCH_FIELDS = (
     "size", "iterations", "content_layers", "style_layers", "content_loss", "optimizer", "lr",
@@ -215,12 +218,16 @@ class StyleTransfer:
     @staticmethod
     def _optimizer(params: Params, x: torch.Tensor) -> torch.optim.Optimizer:
         if params.optimizer == "lbfgs":
-            # One iteration per .step() so progress and the step count are per iteration; the
-            # history persists across calls in the optimiser's state.
-            return torch.optim.LBFGS([x], lr=params.learning_rate, max_iter=1, history_size=50, line_search_fn="strong_wolfe")
+            # max_iter is set per chunk in `_optimize`; the history persists across step() calls.
+            return torch.optim.LBFGS([x], lr=params.learning_rate, max_iter=LBFGS_CHUNK, history_size=50, line_search_fn="strong_wolfe")
         return torch.optim.Adam([x], lr=params.learning_rate)
 
     def _optimize(self, jobs, x, vgg, content_loss, style_loss, progress, scale, n_scales, done, total):
+        """Run `iterations` steps; returns (image, steps taken, final (B,) losses).
+
+        L-BFGS runs in chunks of LBFGS_CHUNK iterations per step() call: every call re-evaluates
+        its starting point, so one iteration per call would cost two evaluations per step. The
+        image is clamped to [0, 1] between chunks (and Adam steps)."""
         p = jobs[0].params
         dev = x.device
         cw = torch.tensor([j.params.content_weight for j in jobs], device=dev)  # (B,)
@@ -231,32 +238,50 @@ class StyleTransfer:
         x = x.detach().requires_grad_(True)
         opt = self._optimizer(p, x)
         last: dict[str, torch.Tensor] = {}
+        steps = 0
+
+        def losses() -> dict[str, torch.Tensor]:
+            feats = vgg(x, layers)
+            lc = content_loss(feats if p.content_loss == "mse" else x)  # (B,)
+            ls, lt = style_loss(feats), tv(x)
+            return dict(content=lc, style=ls, tv=lt, total=cw * lc + sw * ls + tw * lt)
+
+        def report(step: int) -> None:
+            if progress is not None:
+                progress(Progress(done + step, total, scale, n_scales, {k: float(v.mean()) for k, v in last.items()}))
 
         def closure() -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
-            feats = vgg(x, layers)
-            lc = content_loss(feats if p.content_loss == "mse" else x)  # (B,)
-            ls = style_loss(feats)
-            lt = tv(x)
-            total_b = cw * lc + sw * ls + tw * lt  # (B,)
-            loss = total_b.sum()
+            ls = losses()
+            loss = ls["total"].sum()
             loss.backward()
-            last.update(content=lc.detach(), style=ls.detach(), tv=lt.detach(), total=total_b.detach())
+            last.update({k: v.detach() for k, v in ls.items()})
+            if p.optimizer == "lbfgs":  # report each new iteration once, as the line search runs
+                n = opt.state[x].get("n_iter", 1)  # cumulative over the chunks of this scale
+                if n > reported[0]:
+                    reported[0] = n
+                    report(n)
             return loss
 
-        steps = 0
-        for i in range(p.iterations):
-            opt.step(closure)
+        reported = [0]
+        while steps < p.iterations:
+            if p.optimizer == "lbfgs":
+                chunk = min(LBFGS_CHUNK, p.iterations - steps)
+                opt.param_groups[0]["max_iter"] = chunk
+                before = opt.state[x].get("n_iter", 0)
+                opt.step(closure)
+                taken = opt.state[x].get("n_iter", 0) - before
+                steps += taken
+                if taken < chunk:  # converged (tolerance reached): more calls would do nothing
+                    break
+            else:
+                opt.step(closure)
+                steps += 1
+                report(steps)
             with torch.no_grad():
-                x.clamp_(0, 1)  # keep pixels valid; L-BFGS/Adam may step outside [0, 1]
-            steps += 1
-            if progress is not None:
-                progress(Progress(done + steps, total, scale, n_scales, {k: float(v.mean()) for k, v in last.items()}))
+                x.clamp_(0, 1)  # keep pixels valid; the optimisers may step outside [0, 1]
         with torch.no_grad():  # losses of the returned (clamped) image
-            feats = vgg(x, layers)
-            lc = content_loss(feats if p.content_loss == "mse" else x)
-            ls, lt = style_loss(feats), tv(x)
-            final = dict(content=lc, style=ls, tv=lt, total=cw * lc + sw * ls + tw * lt)
+            final = losses()
         return x.detach(), steps, final
 
 
