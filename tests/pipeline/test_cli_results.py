@@ -83,7 +83,7 @@ def test_report_command(small_run, tmp_path):
 
 
 def test_demo_manifest_and_offline_weights(tmp_path, hed):
-    from pipeline.cli.demo import build_demo_manifest, choose_weights
+    from pipeline.demo import build_demo_manifest, choose_weights
     from pipeline.manifest import validate_manifest
 
     path = build_demo_manifest(tmp_path / "demo.parquet", 64, 3)
