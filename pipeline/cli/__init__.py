@@ -12,6 +12,7 @@ from pipeline.cli import distance, experiment
 from pipeline.cli import submit
 from pipeline.cli import manifest
 from pipeline.cli import results, report, demo
+from pipeline.cli import stylize
 
 app = typer.Typer(
     name="stxpipe",
@@ -28,6 +29,7 @@ app.add_typer(manifest.app, name="manifest")
 app.add_typer(results.app, name="results")
 app.command("report")(report.report)
 app.command("demo")(demo.demo)
+app.command("stylize")(stylize.stylize)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,154 @@
+"""`stxpipe stylize CONTENT STYLE [STYLE...] -o OUT.png`: one image, every `Params` field an option.
+
+The options are generated from `dataclasses.fields(Params)` (names, defaults, help), so a new
+field or a changed default reaches the CLI without an edit here. Every param option takes a
+string and is converted and validated by `Params` itself, so a bad value is reported exactly as
+a manifest row would report it (`error: param 'optimizer': ...`, exit 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from pipeline.cli.common import friendly_errors
+from stylecore.params import Params
+
+# Names of the command's own (non-Params) parameters; a Params field must not reuse them.
+_OWN = ("content", "styles", "output", "device")
+
+
+def _cli_default(value: Any) -> Optional[str]:
+    """A dataclass default as the option's string form (lists as comma lists)."""
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _metavar(tp: Any) -> str:
+    """What the option takes, from the field's type hint."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if tp is int:
+        return "INT"
+    if tp is float or args == [float]:
+        return "FLOAT"
+    inner = tp if typing.get_origin(tp) is tuple else (args[0] if len(args) == 1 else None)
+    if typing.get_origin(inner) is tuple:
+        return "NAME,..." if typing.get_args(inner)[0] is str else "X,..."
+    return "TEXT"
+
+
+def _param_option(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
+    """One keyword parameter carrying a `typer.Option` for Params field `f`."""
+    flag = "--" + f.name.replace("_", "-")
+    help_ = f.metadata.get("help", "")
+    if hint is bool:
+        opt = typer.Option(f.default, f"{flag}/--no-{flag[2:]}", help=help_)
+        return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=bool)
+    if typing.get_origin(hint) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(hint)):
+        help_ += " (comma list)"
+    opt = typer.Option(_cli_default(f.default), flag, metavar=_metavar(hint), help=help_)
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[str])
+
+
+def with_params_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Append one option per `Params` field to `func`'s signature (for Typer); `func` is called
+    with its own arguments plus `params=Params.from_dict(<the options>)`. A `ParamError` (a
+    ValueError naming the field) becomes `error: ...` and exit 1."""
+    hints = typing.get_type_hints(Params)
+    fields = dataclasses.fields(Params)
+    clash = [f.name for f in fields if f.name in _OWN]
+    assert not clash, f"Params fields clash with command parameters: {clash}"
+    own = [p for name, p in inspect.signature(func, eval_str=True).parameters.items() if name != "params"]
+    generated = [_param_option(f, hints[f.name]) for f in fields]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> None:
+        values = {f.name: kwargs.pop(f.name) for f in fields}
+        with friendly_errors():
+            params = Params.from_dict(values)
+        func(**kwargs, params=params)
+
+    wrapper.__signature__ = inspect.Signature(own + generated)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + generated}
+    del wrapper.__wrapped__  # Typer must read the generated signature, not func's
+    return wrapper
+
+
+class _ProgressBar:
+    """A tqdm bar fed by the engine's `Progress` callback; opened at the first step, so model
+    loading does not count against the step rate."""
+
+    def __init__(self, show_tv: bool):
+        self.bar = None
+        self.show_tv = show_tv
+
+    def __call__(self, p: Any) -> None:  # p: stylecore.transfer.Progress
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=p.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+        if p.n_scales > 1:
+            self.bar.set_description(f"scale {p.scale + 1}/{p.n_scales}", refresh=False)
+        keys = ("content", "style", "tv", "total") if self.show_tv else ("content", "style", "total")
+        self.bar.set_postfix({k: f"{p.losses[k]:.4g}" for k in keys if k in p.losses}, refresh=False)
+        self.bar.update(p.step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _device(name: Optional[str]) -> Optional[str]:
+    """Check a `--device` value up front; None lets the engine pick (CUDA when present)."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device '{name}' is not a torch device (try cpu, cuda or cuda:1)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' requested but CUDA is not available here; use --device cpu")
+    return name
+
+
+@with_params_options
+def stylize(
+    content: Path = typer.Argument(..., help="Content image (any Pillow format; EXIF orientation applied).", show_default=False),
+    styles: List[Path] = typer.Argument(..., help="Style image(s); several make a blend (weights: --style-blend).", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Output PNG (written atomically; carries the params in a text chunk)."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: CUDA when present, else CPU)."),
+    *,
+    params: Params,
+) -> None:
+    """Stylise CONTENT with STYLE (Gatys et al.; L-BFGS by default) and write OUT as a PNG."""
+    from stylecore import transfer
+    from stylecore.images import load_tensor, save_png
+
+    with friendly_errors(OSError):
+        dev = _device(device)
+        if output.is_dir():
+            raise ValueError(f"output '{output}' is a directory; give a file name such as {output / 'out.png'}")
+        content_t = load_tensor(content, params.size)
+        style_side = max(16, round(params.size * params.style_scale))
+        style_ts = [load_tensor(s, style_side) for s in styles]
+        bar = _ProgressBar(show_tv=params.tv_weight > 0)
+        try:  # a missing weight set raises WeightsError, whose message says how to get it
+            result = transfer.stylize(content_t, style_ts, params, device=dev, progress=bar)
+        finally:
+            bar.close()
+        save_png(result.image, output, metadata={"stxpipe:params": params.to_json(), "stxpipe:weights": result.weights})
+    h, w = result.image.shape[-2:]
+    typer.echo(f"wrote {output} ({w}x{h}) in {result.seconds:.1f} s, {result.steps} steps, weights {result.weights}")
+    typer.echo("losses: " + "  ".join(f"{k} {v:.4g}" for k, v in result.losses.items()))
