@@ -18,12 +18,27 @@ import torch
 from torch import nn
 
 
+class _Gram(torch.autograd.Function):
+    """F F^T with a one-matmul backward: dF = (dG + dG^T) F. Autograd's generic bmm backward
+    takes two matmuls (one per operand); the Gram is ~10% of a style step, so this matters."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor) -> torch.Tensor:  # (B, N, M) -> (B, N, N)
+        ctx.save_for_backward(f)
+        return torch.bmm(f, f.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # (B, N, N) -> (B, N, M)
+        (f,) = ctx.saved_tensors
+        return torch.bmm(grad + grad.transpose(1, 2), f)
+
+
 def gram_matrix(features: torch.Tensor, normalize: bool = False) -> torch.Tensor:
     """G = F F^T per image: (B, C, H, W) -> (B, C, C); unnormalised as in Gatys et al., or
     divided by M_l = H W (`normalize`) so images of different sizes give comparable Grams."""
     b, c, h, w = features.shape
     f = features.reshape(b, c, h * w)  # (B, N_l, M_l)
-    g = torch.bmm(f, f.transpose(1, 2))
+    g = _Gram.apply(f) if f.requires_grad else torch.bmm(f, f.transpose(1, 2))
     return g / (h * w) if normalize else g
 
 
@@ -37,10 +52,11 @@ def gatys_content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Te
     return 0.5 * (features - target).pow(2).flatten(1).sum(1)
 
 
-def relative_sq_error(x: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """||x - t||^2 / ||t||^2 per image (any shape with batch first) -> (B,); scale-free."""
+def relative_sq_error(x: torch.Tensor, target: torch.Tensor, eps: float = 1e-8, energy: torch.Tensor | None = None) -> torch.Tensor:
+    """||x - t||^2 / ||t||^2 per image (any shape with batch first) -> (B,); scale-free.
+    `energy` is ||t||^2 when already known (fixed targets: computed once, not every step)."""
     num = (x - target).pow(2).flatten(1).sum(1)
-    den = target.pow(2).flatten(1).sum(1)
+    den = target.pow(2).flatten(1).sum(1) if energy is None else energy
     return num / (den + eps)
 
 
@@ -58,12 +74,17 @@ class ContentLoss(nn.Module):
         super().__init__()
         self.layers = list(targets)
         for i, name in enumerate(self.layers):
-            self.register_buffer(f"target_{i}", targets[name].detach())  # (B, C, H, W)
+            t = targets[name].detach()
+            self.register_buffer(f"target_{i}", t)  # (B, C, H, W)
+            self.register_buffer(f"energy_{i}", t.pow(2).flatten(1).sum(1))  # (B,)
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if not self.layers:
             return next(iter(feats.values())).new_zeros(next(iter(feats.values())).shape[0])
-        losses = [relative_sq_error(feats[n], getattr(self, f"target_{i}")) for i, n in enumerate(self.layers)]
+        losses = [
+            relative_sq_error(feats[n], getattr(self, f"target_{i}"), energy=getattr(self, f"energy_{i}"))
+            for i, n in enumerate(self.layers)
+        ]
         return torch.stack(losses, 1).mean(1)  # (B,)
 
 
@@ -78,13 +99,19 @@ class StyleLoss(nn.Module):
         super().__init__()
         self.layers = list(gram_targets)
         for i, name in enumerate(self.layers):
-            self.register_buffer(f"gram_{i}", gram_targets[name].detach())  # (B, C, C)
+            g = gram_targets[name].detach()
+            self.register_buffer(f"gram_{i}", g)  # (B, C, C)
+            self.register_buffer(f"energy_{i}", g.pow(2).flatten(1).sum(1))  # (B,)
         self.register_buffer("layer_weights", layer_weights)  # (B, L)
 
     def per_layer(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, L) relative Gram errors."""
         return torch.stack(
-            [relative_sq_error(gram_matrix(feats[n], normalize=True), getattr(self, f"gram_{i}")) for i, n in enumerate(self.layers)], 1
+            [
+                relative_sq_error(gram_matrix(feats[n], normalize=True), getattr(self, f"gram_{i}"), energy=getattr(self, f"energy_{i}"))
+                for i, n in enumerate(self.layers)
+            ],
+            1,
         )
 
     def forward(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -219,7 +219,9 @@ class StyleTransfer:
     def _optimizer(params: Params, x: torch.Tensor) -> torch.optim.Optimizer:
         if params.optimizer == "lbfgs":
             # max_iter is set per chunk in `_optimize`; the history persists across step() calls.
-            return torch.optim.LBFGS([x], lr=params.learning_rate, max_iter=LBFGS_CHUNK, history_size=50, line_search_fn="strong_wolfe")
+            return torch.optim.LBFGS(
+                [x], lr=params.learning_rate, max_iter=LBFGS_CHUNK, max_eval=LBFGS_CHUNK * 4, history_size=50, line_search_fn="strong_wolfe"
+            )
         return torch.optim.Adam([x], lr=params.learning_rate)
 
     def _optimize(self, jobs, x, vgg, content_loss, style_loss, progress, scale, n_scales, done, total):
@@ -234,7 +236,13 @@ class StyleTransfer:
         sw = torch.tensor([j.params.style_weight for j in jobs], device=dev)
         tw = torch.tensor([j.params.tv_weight for j in jobs], device=dev)
         layers = list(dict.fromkeys((p.content_layers if p.content_loss == "mse" else ()) + p.style_layers))
+        # LPIPS content on the same backbone module as the style VGG (e.g. vgg16-hed for both):
+        # one forward serves both losses instead of two.
+        shared = isinstance(content_loss, _LPIPSContent) and content_loss.model.backbone is vgg
+        if shared:
+            layers = list(dict.fromkeys(layers + list(content_loss.model.layers)))
         tv = TVLoss()
+        use_tv = bool((tw > 0).any())
         x = x.detach().requires_grad_(True)
         opt = self._optimizer(p, x)
         last: dict[str, torch.Tensor] = {}
@@ -242,8 +250,12 @@ class StyleTransfer:
 
         def losses() -> dict[str, torch.Tensor]:
             feats = vgg(x, layers)
-            lc = content_loss(feats if p.content_loss == "mse" else x)  # (B,)
-            ls, lt = style_loss(feats), tv(x)
+            if p.content_loss == "mse":
+                lc = content_loss(feats)  # (B,)
+            else:
+                lc = content_loss.from_features(feats) if shared else content_loss(x)
+            ls = style_loss(feats)
+            lt = tv(x) if use_tv else torch.zeros_like(ls)  # skip the work when every tv_weight is 0
             return dict(content=lc, style=ls, tv=lt, total=cw * lc + sw * ls + tw * lt)
 
         def report(step: int) -> None:
@@ -268,11 +280,14 @@ class StyleTransfer:
             if p.optimizer == "lbfgs":
                 chunk = min(LBFGS_CHUNK, p.iterations - steps)
                 opt.param_groups[0]["max_iter"] = chunk
-                before = opt.state[x].get("n_iter", 0)
+                state = opt.state[x]
+                before, evals_before = state.get("n_iter", 0), state.get("func_evals", 0)
+                opt.param_groups[0]["max_eval"] = chunk * 4
                 opt.step(closure)
-                taken = opt.state[x].get("n_iter", 0) - before
+                taken = state["n_iter"] - before
                 steps += taken
-                if taken < chunk:  # converged (tolerance reached): more calls would do nothing
+                evals_left = state["func_evals"] - evals_before < chunk * 4
+                if taken < chunk and evals_left:  # stopped on a tolerance: converged, not out of evaluations
                     break
             else:
                 opt.step(closure)
@@ -298,6 +313,10 @@ class _LPIPSContent(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.distance_to_features(x, self.target)
+
+    def from_features(self, raw: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The same loss from backbone outputs already computed (a shared forward pass)."""
+        return self.model.feature_distance(self.model.normalized(dict(raw)), self.target)
 
 
 def _check_compatible(a: TransferJob, b: TransferJob) -> None:

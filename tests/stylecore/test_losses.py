@@ -68,3 +68,13 @@ def test_layer_weights_and_blends():
     assert normalized_layer_weights([1, 3], 2) == [0.25, 0.75]
     g1, g2 = {"a": torch.ones(1, 2, 2)}, {"a": 3 * torch.ones(1, 2, 2)}
     torch.testing.assert_close(blend_grams([g1, g2], [3, 1])["a"], 1.5 * torch.ones(1, 2, 2))
+
+
+def test_gram_backward_matches_autograd():
+    f = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: gram_matrix(t, normalize=True), (f,))
+    w = torch.randn(2, 3, 3, dtype=torch.float64)
+    (g1,) = torch.autograd.grad((gram_matrix(f) * w).sum(), f)
+    fr = f.reshape(2, 3, 20)
+    (g2,) = torch.autograd.grad((torch.bmm(fr, fr.transpose(1, 2)) * w).sum(), f)
+    torch.testing.assert_close(g1, g2)

@@ -167,3 +167,41 @@ def test_params_round_trip_json():
     p = Params(style_layers=("conv1_1", "pool3"), style_blend=(1, 2), original_colors=True)
     assert Params.from_json(p.to_json()) == p
     assert Params.from_dict({"size": "128", "original_colors": "yes", "style_layers": "relu1_1,relu2_1"}).size == 128
+
+
+@pytest.mark.slow
+def test_lbfgs_runs_every_requested_step_at_high_style_weight(images, hed):
+    """Running out of line-search evaluations in a chunk is not convergence: keep going."""
+    content, style = images
+    p = Params(size=64, iterations=60, style_weight=1e4, weights=hed)
+    r = stylize(content, style, p, device="cpu")
+    assert r.steps == 60
+
+
+@pytest.mark.slow
+def test_lpips_content_on_the_shared_backbone_equals_separate_passes(images, hed):
+    """With the same weight set for style and LPIPS, one forward serves both losses; the
+    results equal the two-pass computation (forced here by a non-shared LPIPS copy)."""
+    import copy
+
+    content, style = images
+    p = Params(size=48, iterations=5, optimizer="adam", weights=hed, lpips_weights=hed, content_loss="lpips")
+    vgg, _ = load_vgg(hed)
+    own = copy.deepcopy(load_lpips(hed))  # a different module object: no sharing
+    calls = {"vgg": 0, "own": 0}
+    h1 = vgg.normalize.register_forward_hook(lambda *a: calls.__setitem__("vgg", calls["vgg"] + 1))
+    h2 = own.backbone.normalize.register_forward_hook(lambda *a: calls.__setitem__("own", calls["own"] + 1))
+    try:
+        shared = StyleTransfer("cpu").run([TransferJob(content, (style,), p)])[0]
+        shared_calls = dict(calls)
+        eng = StyleTransfer("cpu")
+        eng.lpips = lambda params: own
+        separate = eng.run([TransferJob(content, (style,), p)])[0]
+    finally:
+        h1.remove(), h2.remove()
+    assert shared_calls["own"] == 0 and calls["own"] >= 6  # separate: one extra LPIPS pass per step
+    # Shared: one pass per step on the common module. Separate: the same style passes, minus the
+    # LPIPS content target, which moved to the other module.
+    assert calls["vgg"] - shared_calls["vgg"] == shared_calls["vgg"] - 1
+    assert (shared.image - separate.image).abs().max() < 1e-4
+    assert shared.losses["content"] == pytest.approx(separate.losses["content"], rel=1e-4)
