@@ -7,12 +7,7 @@ from typing import Optional
 import typer
 
 from stylecore import __version__
-from pipeline.cli import models
-from pipeline.cli import distance, experiment
-from pipeline.cli import submit
-from pipeline.cli import manifest
-from pipeline.cli import results, report, demo
-from pipeline.cli import stylize
+from pipeline.cli import demo, distance, experiment, manifest, models, report, results, stylize, submit
 
 app = typer.Typer(
     name="stxpipe",
@@ -21,15 +16,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(models.app, name="models")
-app.command("distance")(distance.distance)
-app.add_typer(experiment.app, name="experiment")
+# In the order a user meets them: run, inspect, single images, measurements, weights.
 app.command("submit")(submit.submit)
+app.command("demo")(demo.demo)
 app.add_typer(manifest.app, name="manifest")
 app.add_typer(results.app, name="results")
 app.command("report")(report.report)
-app.command("demo")(demo.demo)
 app.command("stylize")(stylize.stylize)
+app.command("distance")(distance.distance)
+app.add_typer(experiment.app, name="experiment")
+app.add_typer(models.app, name="models")
 
 
 def _version(value: bool) -> None:
