@@ -122,11 +122,6 @@ def _commands() -> list[tuple[str, list[str]]]:
     return found
 
 
-# Commands the deploy docs show that another issue is still adding to the CLI: skipped while
-# absent, checked (options included) as soon as they are registered.
-PENDING = {"results": "`stxpipe results` (issue 7) is not registered yet"}
-
-
 def _root_command():
     """The click command behind the `stxpipe` Typer app (Typer may carry its own click)."""
     from pipeline.cli import app
@@ -169,8 +164,6 @@ def test_command_and_options_exist(where, argv):
     try:
         path, cmd, rest = _resolve(argv)
     except LookupError as e:
-        if argv[0] in PENDING and argv[0] not in _root_command().commands:
-            pytest.skip(f"{where}: {PENDING[argv[0]]}")
         pytest.fail(f"{where}: {e}")
     assert path, f"{where}: no subcommand"
     from pipeline.cli import app
@@ -214,16 +207,7 @@ def test_image_ray_equals_the_pyproject_pin():
     version, _ = _image_ray_version()
     spec = _pyproject_ray_spec()
     pin = re.search(r"==\s*(\d+\.\d+\.\d+)\b", spec)
-    if not pin:
-        # Not an exact pin (yet): at least the image's Ray must satisfy the range and be the Ray
-        # the project is tested with; then the test asks for the pin.
-        from packaging.specifiers import SpecifierSet
-
-        import ray
-
-        assert version in SpecifierSet(spec.split("]", 1)[-1].strip() or ">=0"), f"image Ray {version} outside {spec}"
-        assert version == ray.__version__, f"image Ray {version} != the Ray tested here ({ray.__version__})"
-        pytest.xfail(f"pyproject.toml does not pin Ray exactly ({spec!r}): pin ray[data,default]=={version}")
+    assert pin, f"pyproject.toml must pin Ray exactly (==), like the image; it says {spec!r}"
     assert pin.group(1) == version, f"Dockerfile Ray {version} != pyproject pin {pin.group(1)}"
 
 
