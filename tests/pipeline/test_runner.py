@@ -150,6 +150,11 @@ def test_killed_driver_then_resubmit_finishes_without_redoing_rows(tmp_path, sam
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray it started
         proc.wait()
+    # Worker processes run in sessions of their own and exit when their raylet is gone; one may
+    # still finish the row it had, so wait for them as a user resubmitting later would.
+    deadline = time.time() + 60
+    while _worker_pids() and time.time() < deadline:
+        time.sleep(0.5)
     first = {r["row_id"] for r in _all_rows(out) if r["status"] == "ok"}
     assert 1 <= len(first) < 6
     s = submit(SubmitConfig(str(m), str(out)), progress=False)
@@ -222,21 +227,20 @@ def _wait_port(port: int, timeout: float = 60) -> None:
 
 
 def test_two_node_cluster_runs_rows_on_both_nodes_and_exports_metrics(tmp_path, samples, hed, two_node_cluster):
+    # Drivers run as subprocesses: Ray caches its auth settings per process, and earlier tests
+    # in this process used embedded clusters without a token.
     address, metric_ports = two_node_cluster
-    import ray
-
-    ray.init(address=address, logging_level="error")
-    try:
-        deadline = time.time() + 60
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
-            time.sleep(0.5)
-        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    finally:
-        ray.shutdown()
+    wait = (
+        "import ray, time, sys; ray.init(address=sys.argv[1], logging_level='error'); t = time.time() + 60\n"
+        "while len([n for n in ray.nodes() if n['Alive']]) < 2 and time.time() < t: time.sleep(0.5)\n"
+        "sys.exit(0 if len([n for n in ray.nodes() if n['Alive']]) == 2 else 1)"
+    )
+    assert subprocess.run([sys.executable, "-c", wait, address], timeout=120).returncode == 0, "second node did not join"
     m = _manifest(tmp_path / "m.parquet", samples, 6, iterations=6)
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["submit", str(m), "--out", str(out), "--address", address, "--workers", "2", "--batch-size", "1", "--no-progress"])
-    assert r.exit_code == 0, r.output
+    cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(m), "--out", str(out), "--address", address, "--workers", "2", "--batch-size", "1", "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
     t = R.read_results(str(out))
     assert pc.all(pc.equal(t.column("status"), "ok")).as_py()
     nodes = {w.split("@")[0] for w in t.column("worker").to_pylist()}
@@ -247,3 +251,34 @@ def test_two_node_cluster_runs_rows_on_both_nodes_and_exports_metrics(tmp_path, 
         text = "".join(urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode() for p in metric_ports)
         time.sleep(1)
     assert "stxpipe_rows_total" in text and "stxpipe_row_seconds" in text
+
+
+def test_ctrl_c_stops_cleanly_and_a_later_submit_finishes(tmp_path, samples, hed):
+    m = _manifest(tmp_path / "m.parquet", samples, 4, iterations=10)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(m), "--out", str(out), "--no-progress", "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline and not R.part_paths(str(out)):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: to the driver, as a terminal would
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and "run the same command again" in output
+    done = {r["row_id"] for r in _all_rows(out) if r["status"] == "ok"}
+    s = submit(SubmitConfig(str(m), str(out)), progress=False)
+    assert s.skipped == len(done) and s.ok == 4 - len(done) and s.failed == 0
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, samples):
+    m = _manifest(tmp_path / "m.parquet", samples, 3)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["submit", str(m), "--out", str(out), "--dry-run", "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert "rows to run: 3; already done (ok): 0" in r.output and "2 worker(s)" in r.output
+    assert not out.exists()
