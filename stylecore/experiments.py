@@ -14,16 +14,9 @@ from typing import Sequence
 import torch
 
 from stylecore.lpips import LPIPS
+from stylecore.paper import PAPER_INTENSITY, PAPER_WEIGHTS  # noqa: F401 (re-exported)
 from stylecore.metrics import l2, match_size, to_signed, to_unit
 
-# Figure 5 of the founding paper: (pair, L2, LPIPS-VGG on ImageNet VGG-16).
-PAPER_INTENSITY: tuple[tuple[str, float, float], ...] = (
-    ("white-black", 4.0, 0.4538),
-    ("white-gray", 1.0, 0.4945),
-    ("gray-black", 1.0, 0.5390),
-)
-# The weight set the paper's LPIPS numbers were measured with.
-PAPER_WEIGHTS = "vgg16-imagenet"
 
 # Figure 6: contrast factors c of the three levels, x_c = m + c (x - m) around the per-channel
 # mean m. Equal steps (1 -> 0.75 -> 0.5) double the pixel change from level 1->2 to 1->3, so L2

@@ -28,22 +28,11 @@ from typing import Callable
 import torch
 
 from stylecore.catalog import (  # noqa: F401 (re-exported: the public weights API)
-    HED_H5_MEMBER, HED_H5_SHA256, HED_WHEEL, HED_WHEEL_SHA256, WEIGHT_SETS, WeightSet, _split_spec, arch_of, cache_dir,
+    HED_H5_MEMBER, HED_H5_SHA256, HED_WHEEL, HED_WHEEL_SHA256, WEIGHT_SETS, WeightsCorruptError, WeightsError,
+    WeightSet, WeightsUnavailableError, _split_spec, arch_of, cache_dir,
 )
 from stylecore.vgg import ARCHITECTURES, PREPROCESSINGS, VGGFeatures, infer_arch, layer_names
 
-
-
-class WeightsError(RuntimeError):
-    """A weight set cannot be had or is damaged; the message says what to do."""
-
-
-class WeightsUnavailableError(WeightsError):
-    pass
-
-
-class WeightsCorruptError(WeightsError):
-    pass
 
 
 @dataclass(frozen=True)

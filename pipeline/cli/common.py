@@ -7,7 +7,7 @@ from typing import Iterator
 
 import typer
 
-from stylecore.weights import WeightsError
+from stylecore.catalog import WeightsError  # torch-free: keeps `stxpipe --help` fast
 
 
 @contextlib.contextmanager

@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 
 from pipeline.cli.common import friendly_errors
-from stylecore.experiments import PAPER_WEIGHTS, compare_images
-from stylecore.weights import WeightsUnavailableError
+from stylecore.catalog import WeightsUnavailableError
+from stylecore.paper import PAPER_WEIGHTS
 
 
 def weights_hint(weights: str) -> None:
@@ -48,6 +48,8 @@ def distance(
     difference of the images in [-1, 1] (the paper's convention)."""
     model = load_model(weights, device)
     with friendly_errors():
+        from stylecore.experiments import compare_images  # torch: imported when the command runs
+
         res = compare_images(a, b, model, size)
     if as_json:
         typer.echo(json.dumps(res.as_dict()))

@@ -10,7 +10,7 @@ import typer
 
 from pipeline.cli.common import friendly_errors
 from pipeline.cli.distance import load_model
-from stylecore import experiments as X
+from stylecore import paper as P
 
 app = typer.Typer(help="Reproduce the founding paper's LPIPS measurements (Figures 5 and 6).", no_args_is_help=True)
 
@@ -19,10 +19,10 @@ WEIGHTS_HELP = "LPIPS VGG-16 backbone: weight set name or state_dict path (the p
 
 def _say_weights(spec: str, label: str) -> None:
     typer.echo(f"weights: {label}")
-    if spec != X.PAPER_WEIGHTS:
-        paper = ", ".join(f"{lp:.4f}" for _, _, lp in X.PAPER_INTENSITY)
+    if spec != P.PAPER_WEIGHTS:
+        paper = ", ".join(f"{lp:.4f}" for _, _, lp in P.PAPER_INTENSITY)
         typer.echo(
-            f"note: LPIPS here uses '{spec}', not the ImageNet VGG-16 ({X.PAPER_WEIGHTS}) of the paper: "
+            f"note: LPIPS here uses '{spec}', not the ImageNet VGG-16 ({P.PAPER_WEIGHTS}) of the paper: "
             f"the LPIPS column is not comparable with the paper's numbers ({paper})."
         )
 
@@ -45,7 +45,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
 
 @app.command("intensity")
 def intensity(
-    weights: str = typer.Option(X.PAPER_WEIGHTS, "--weights", help=WEIGHTS_HELP),
+    weights: str = typer.Option(P.PAPER_WEIGHTS, "--weights", help=WEIGHTS_HELP),
     size: int = typer.Option(256, "--size", min=16, max=1024, help="Side of the flat test images in px."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the table to this CSV file."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
@@ -53,11 +53,13 @@ def intensity(
     """Figure 5: white, black and gray images (in [-1, 1]); L2 (mean squared) and LPIPS per pair."""
     model = load_model(weights, device)
     with friendly_errors():
+        from stylecore import experiments as X  # torch: imported when the command runs
+
         rows = X.intensity(model, size)
     _say_weights(weights, model.weights_label)
     typer.echo(f"images: {size}x{size} flat; white = +1, gray = 0, black = -1; L2 = mean squared difference")
     typer.echo("")
-    paper = {name: (l2, lp) for name, l2, lp in X.PAPER_INTENSITY}
+    paper = {name: (l2, lp) for name, l2, lp in P.PAPER_INTENSITY}
     _table(
         ("pair", "L2", "LPIPS", "paper L2", "paper LPIPS"),
         [(r.pair, f"{r.l2:.6g}", f"{r.lpips:.4f}", f"{paper[r.pair][0]:g}", f"{paper[r.pair][1]:.4f}") for r in rows],
@@ -73,7 +75,7 @@ def intensity(
 @app.command("contrast")
 def contrast(
     image: Path = typer.Argument(..., help="Image whose contrast is reduced."),
-    weights: str = typer.Option(X.PAPER_WEIGHTS, "--weights", help=WEIGHTS_HELP),
+    weights: str = typer.Option(P.PAPER_WEIGHTS, "--weights", help=WEIGHTS_HELP),
     size: int = typer.Option(256, "--size", min=16, max=8192, help="Resize the image to this long side first."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the table to this CSV file."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
@@ -85,6 +87,8 @@ def contrast(
     model = load_model(weights, device)
     with friendly_errors():
         img = load_tensor(image, size)
+        from stylecore import experiments as X
+
         res = X.contrast(img, model)
     _say_weights(weights, model.weights_label)
     factors = ", ".join(f"{c:g}" for c in res.factors)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from pipeline.cli.common import friendly_errors
-from stylecore import weights as W
+from stylecore import catalog as C
 
 app = typer.Typer(help="List and pull VGG weight sets.", no_args_is_help=True)
 
@@ -13,6 +13,8 @@ app = typer.Typer(help="List and pull VGG weight sets.", no_args_is_help=True)
 @app.command("list")
 def list_models() -> None:
     """Name, architecture, presence, path and sha256 of every weight set."""
+    from stylecore import weights as W  # torch: imported when the command runs
+
     rows = [("name", "arch", "present", "path", "sha256")]
     for name, ws in W.WEIGHT_SETS.items():
         present = W.is_present(ws)
@@ -31,10 +33,12 @@ def list_models() -> None:
 
 @app.command("pull")
 def pull(
-    name: str = typer.Argument(..., help="Weight set to fetch: " + ", ".join(n for n, ws in W.WEIGHT_SETS.items() if ws.pretrained)),
+    name: str = typer.Argument(..., help="Weight set to fetch: " + ", ".join(n for n, ws in C.WEIGHT_SETS.items() if ws.pretrained)),
     force: bool = typer.Option(False, "--force", help="Fetch again even if present."),
 ) -> None:
     """Fetch a weight set into the cache and verify its sha256."""
+    from stylecore import weights as W
+
     with friendly_errors():
         path = W.pull(name, force=force, progress=typer.echo)
         typer.echo(str(path))
