@@ -237,9 +237,11 @@ class StyleWorker:
         from stylecore.transfer import TransferJob
 
         params = Params.from_json(p["params"])
-        # Decode at most 2x the output size: the engine resizes anyway, and huge files cost time.
-        content = self._tensor(p["content"], None)
-        styles = tuple(self._tensor(s, None) for s in p["styles"])
+        # Decode straight to the sizes the engine uses (output long side; style at style_scale):
+        # a 12-megapixel photo kept at full size in the decode cache would cost ~150 MB.
+        content = self._tensor(p["content"], params.size)
+        style_side = max(16, round(params.size * params.style_scale))
+        styles = tuple(self._tensor(s, style_side) for s in p["styles"])
         if params.style_blend is not None and len(params.style_blend) != len(styles):
             raise ValueError(f"style_blend has {len(params.style_blend)} weights for {len(styles)} style images")
         return TransferJob(content, styles, params, style_keys=tuple(p["styles"]))
