@@ -97,14 +97,13 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def to_table(rows: Iterable[Mapping[str, Any]], extra_schema: pa.Schema | None = None) -> pa.Table:
+def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     """Result rows (dicts with RESULT_COLUMNS plus carried-through columns) -> Arrow table."""
     rows = list(rows)
     arrays = {f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in RESULT_FIELDS}
-    given = {f.name: f.type for f in extra_schema} if extra_schema is not None else {}
     extras = dict.fromkeys(k for r in rows for k in r if k not in arrays)
-    for name in extras:  # carried-through manifest columns: typed as given, else inferred
-        arrays[name] = pa.array([r.get(name) for r in rows], given.get(name))
+    for name in extras:  # carried-through manifest columns, types inferred (null parts promote on read)
+        arrays[name] = pa.array([r.get(name) for r in rows])
     schema = pa.schema(list(RESULT_FIELDS) + [pa.field(n, arrays[n].type) for n in extras])
     return pa.table(list(arrays.values()), schema=schema)
 

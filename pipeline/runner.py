@@ -272,14 +272,17 @@ class StyleWorker:
         import torch
 
         from stylecore.images import save_png
+        from stylecore.metrics import match_size
 
         t0 = time.perf_counter()
         results = self.engine.run([job for _, job in items])
         outputs = torch.stack([r.image for r in results]).to(self.device)  # (B, 3, H, W)
+        # One batched metrics pass: each row's style and content brought to the (shared) output size.
+        styles = torch.cat([match_size(job.styles[_main_style(job)].to(self.device), outputs) for _, job in items])
+        contents = torch.cat([match_size(job.content.to(self.device), outputs) for _, job in items])
+        metrics = self.distance(outputs, styles, contents).rows()
         rows = []
-        for (p, job), res, out in zip(items, results, outputs):
-            main = _main_style(job)
-            m = self.distance(out[None], job.styles[main].to(self.device), job.content.to(self.device)).rows()[0]
+        for (p, job), res, m in zip(items, results, metrics):
             path = _write_image(self.out, p["row_id"], res.image, {"stxpipe:params": p["params"], "stxpipe:weights": res.weights}, save_png)
             rows.append(result_row(
                 p, R.STATUS_OK, output=path, lpips_style=m["lpips_style"], lpips_content=m["lpips_content"],

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -294,13 +293,3 @@ def load_vgg(spec: str, pooling: str = "max", device: str | torch.device = "cpu"
 def clear_model_cache() -> None:
     with _model_lock:
         _model_cache.clear()
-
-
-def remove(name: str) -> None:
-    """Delete a cached weight set (used by `models pull --force` and tests)."""
-    ws = WEIGHT_SETS[name]
-    for p in (ws.path(), ws.path().with_name(ws.path().name + ".json")):
-        if p.is_file():
-            p.unlink()
-    if ws.path().is_dir():
-        shutil.rmtree(ws.path())
