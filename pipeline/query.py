@@ -5,10 +5,13 @@ Views every query sees (one in-memory DuckDB per call; the Parquet parts are rea
 DuckDB never needs a network extension):
 
 - `results_all`: every attempt ever written (retries, forced reruns), as stored;
-- `results`: the latest attempt per `row_id` (latest `finished_at`; ties: the later part).
+- `results`: the latest attempt per `row_id`: the highest `seq` (the driver's sequence number,
+  increasing across attempts and runs); parts written before `seq` existed count as seq 0, and
+  ties fall back to the latest `finished_at`, then the later part.
 
 `params` is a struct, so `params.style_weight` works in SQL. Extension auto-install is off:
-a query never reaches the network.
+a query never reaches the network. Damaged parts are skipped with a warning (see
+`pipeline.results`); a column DuckDB cannot scan (float16, decimal256) is given as text.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import io
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -71,16 +75,36 @@ def connect(out: str | None = None, table: pa.Table | None = None):
         if out is None:
             raise ValueError("connect() needs `out` or `table`")
         table = load_results(out)
-    raw = table.append_column(_POS, pa.array(range(table.num_rows), pa.int64()))
+    raw = R.conform(table).append_column(_POS, pa.array(range(table.num_rows), pa.int64()))
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    con.register("__stx_raw", raw)
+    _register(con, "__stx_raw", raw)
     con.execute(f'CREATE VIEW results_all AS SELECT * EXCLUDE ("{_POS}") FROM __stx_raw')
-    # Parts are read in name order (UTC time stamps), so a larger position is a later part.
+    # The same order as `R.latest`. Parts are read in name order (UTC time stamps), so a larger
+    # position is a later part.
     con.execute(
-        f'CREATE VIEW results AS SELECT * EXCLUDE ("{_POS}") FROM __stx_raw '
-        f'QUALIFY row_number() OVER (PARTITION BY row_id ORDER BY finished_at DESC NULLS LAST, "{_POS}" DESC) = 1'
+        f'CREATE VIEW results AS SELECT * EXCLUDE ("{_POS}") FROM __stx_raw QUALIFY row_number() OVER '
+        f'(PARTITION BY row_id ORDER BY coalesce(seq, 0) DESC, finished_at DESC NULLS LAST, "{_POS}" DESC) = 1'
     )
     return con
+
+
+def _register(con, name: str, table: pa.Table) -> None:
+    """Register `table` on `con`; a column DuckDB cannot scan (a float16 or decimal256 anywhere
+    in it) is given as text, with one warning."""
+    duckdb = _duckdb()
+    try:
+        con.register(name, table)
+        return
+    except duckdb.Error:
+        pass
+    with duckdb.connect(":memory:") as probe:
+        for i, f in enumerate(table.schema):
+            try:
+                probe.register("p", table.select([i]).slice(0, 0))
+            except duckdb.Error:
+                table = table.set_column(i, f.name, R.as_text(table.column(i)))
+                warnings.warn(f"results column '{f.name}' ({f.type}) is given to SQL as text: DuckDB cannot read its type", R.ResultsWarning, stacklevel=2)
+    con.register(name, table)
 
 
 def run_sql(con, sql: str) -> pa.Table:
@@ -102,11 +126,8 @@ def run_sql(con, sql: str) -> pa.Table:
 
 def query(out: str, sql: str) -> pa.Table:
     """Run DuckDB `sql` over the results of `out` (views `results`, `results_all`)."""
-    con = connect(out)
-    try:
+    with connect(out) as con:
         return run_sql(con, sql)
-    finally:
-        con.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,13 +201,9 @@ class Summary:
             f"LPIPS Distance to style: mean {_f(self.lpips_style_mean)}, median {_f(self.lpips_style_median)}; "
             f"to content: mean {_f(self.lpips_content_mean)}, median {_f(self.lpips_content_median)}"
         )
-        if self.varying:
-            out.append("params that vary: " + ", ".join(f"{k} ({len(v)})" for k, v in self.varying.items()))
-        else:
-            out.append("params that vary: none")
+        out.append("params that vary: " + (", ".join(f"{k} ({len(v)})" for k, v in self.varying.items()) or "none"))
         for key, stats in self.groups.items():
-            out.append("")
-            out += _group_table(key, stats)
+            out += ["", *_group_table(key, stats)]
         return out
 
 
@@ -206,18 +223,7 @@ def _group_table(key: str, stats: Sequence[GroupStat]) -> list[str]:
 
 def is_random_label(label: str | None) -> bool:
     """True for a `weights` value that names untrained weights."""
-    if not label:
-        return False
-    return "RANDOM" in label or label.split("@", 1)[0].strip().lower().startswith("random")
-
-
-def param_names_in(table_or_con) -> list[str]:
-    """The fields of the `params` struct in the results (in stored order)."""
-    if isinstance(table_or_con, pa.Table):
-        t = table_or_con.schema.field("params").type
-    else:
-        t = run_sql(table_or_con, "SELECT params FROM results LIMIT 0").schema.field("params").type
-    return [t.field(i).name for i in range(t.num_fields)]
+    return bool(label) and ("RANDOM" in label or label.split("@", 1)[0].strip().lower().startswith("random"))
 
 
 def _sql_ident(name: str) -> str:
@@ -276,9 +282,7 @@ def _groups(con, key_expr: str) -> tuple[GroupStat, ...]:
 
 
 def _num(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
+    return None if isinstance(x, float) and math.isnan(x) else x
 
 
 def style_label_sql() -> str:
@@ -289,11 +293,8 @@ def style_label_sql() -> str:
 def summary(out: str, table: pa.Table | None = None) -> Summary:
     """Counts by status, time, the LPIPS pair (mean, median) overall, by style and by every
     param that varies across rows (and by their full grid when two or more vary)."""
-    con = connect(out, table)
-    try:
+    with connect(out, table) as con:
         return _summary(con, out)
-    finally:
-        con.close()
 
 
 def _summary(con, out: str) -> Summary:
@@ -345,11 +346,7 @@ def _cell(v: Any) -> Any:
     """A value as CSV/text-friendly scalar: nested values as compact JSON, times as ISO."""
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, default=_json_default, separators=(",", ":"))
-    if isinstance(v, (dt.datetime, dt.date, dt.time)):
-        return v.isoformat()
-    if isinstance(v, bytes):
-        return v.hex()
-    return v
+    return _json_default(v) if isinstance(v, (dt.datetime, dt.date, dt.time, bytes)) else v
 
 
 def _json_default(v: Any) -> Any:

@@ -57,7 +57,8 @@ def test_latest_attempt_per_row_wins(copy_run, small_run):
     old = Q.query(copy_run, f"SELECT * FROM results WHERE row_id = '{target}'").to_pylist()[0]
     newer = dict(old, status=R.STATUS_ERROR, error="synthetic newer attempt", attempt=9,
                  finished_at=R.now() + dt.timedelta(hours=1), started_at=R.now())
-    # An older attempt written later must NOT win: finished_at decides, not the part's name.
+    # Both copies keep the old row's seq, so that ties: an older attempt written later must NOT
+    # win: finished_at decides, not the part's name.
     older = dict(old, status=R.STATUS_ERROR, error="synthetic stale attempt", attempt=0,
                  finished_at=old["finished_at"] - dt.timedelta(hours=1))
     R.write_part(copy_run, R.to_table([newer]))
@@ -70,6 +71,21 @@ def test_latest_attempt_per_row_wins(copy_run, small_run):
     # The same answer as the lead's reader.
     latest = {r["row_id"]: r["error"] for r in R.read_results(copy_run).select(["row_id", "error"]).to_pylist()}
     assert latest[target] == "synthetic newer attempt"
+
+
+def test_a_higher_seq_wins_over_a_later_clock(copy_run, small_run):
+    target = sorted(small_run.ok_ids)[0]
+    old = Q.query(copy_run, f"SELECT * FROM results WHERE row_id = '{target}'").to_pylist()[0]
+    top = R.next_seq(copy_run)
+    # The driver's newer answer, stamped by a worker whose clock lags a day behind...
+    R.write_part(copy_run, R.to_table([dict(old, status=R.STATUS_ERROR, error="assigned last", seq=top + 1,
+                                            finished_at=old["finished_at"] - dt.timedelta(days=1))]))
+    # ...and an earlier-assigned answer written after it, with a clock far ahead.
+    R.write_part(copy_run, R.to_table([dict(old, error="assigned first", seq=top, finished_at=R.now() + dt.timedelta(days=1))]))
+    got = Q.query(copy_run, f"SELECT status, error, seq FROM results WHERE row_id = '{target}'").to_pylist()
+    assert got == [{"status": "error", "error": "assigned last", "seq": top + 1}]
+    assert target not in R.done_ids(copy_run)
+    assert R.next_seq(copy_run) == top + 2
 
 
 def test_bad_sql_raises_query_error_with_duckdb_message(small_run):
