@@ -6,8 +6,10 @@ A manifest is a Parquet table of `(content, style, params)` rows (design.md, "Da
 - `style`: string path/URI, or a list of them for a blend (weights in `params.style_blend`);
 - `params`: struct (or JSON string) of `stylecore.params.Params` fields; a missing or null field
   takes the engine's default, so a manifest never freezes defaults that might later improve;
-- `row_id` (optional): string; default = `row_id_for(content, styles, params)`;
-- any other column is carried through to the results untouched.
+- `row_id` (optional): string matching `ROW_ID_PATTERN` (it names the output file); default =
+  `row_id_for(content, styles, params)`;
+- any other column is carried through to the results untouched, unless its name is one of the
+  results table's columns (`reserved_result_columns()`): such a manifest is refused.
 
 Relative paths resolve against the manifest's folder; URIs (`s3://`, `gs://`, `file://`, ...)
 go through `pyarrow.fs`, so remote stores work wherever pyarrow has credentials.
@@ -27,6 +29,7 @@ import json
 import os
 import posixpath
 import re
+import stat
 import types
 import typing
 import urllib.parse
@@ -39,10 +42,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from stylecore.params import ParamError, Params, param_field
+from stylecore.params import MAX_STYLES, ParamError, Params, param_field, parse_params_json
 
 REQUIRED_COLUMNS = ("content", "style")
+# The manifest's own columns; every other column is carried through to the results.
 RESERVED_COLUMNS = ("content", "style", "params", "row_id")
+# A row_id names the output file (`<out>/images/<row_id>.png`): letters, digits, '.', '_', '-',
+# starting with a letter or digit (so never '..', a leading dot, a separator or an absolute path).
+ROW_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 ROW_ID_CHARS = 16
 
@@ -163,6 +170,71 @@ def _manifest_dir(path: str) -> str:
     return os.path.dirname(os.path.abspath(local))
 
 
+def row_id_problem(row_id: str) -> str | None:
+    """None if `row_id` is a valid id (`ROW_ID_PATTERN`), else what is wrong and what to do."""
+    if isinstance(row_id, str) and ROW_ID_PATTERN.fullmatch(row_id):
+        return None
+    shown = repr(row_id) if len(str(row_id)) <= 80 else repr(str(row_id)[:77] + "...")
+    return (
+        f"{shown} is not a valid row_id: it names the output file, so use 1-128 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit (no '/', no leading '.'); or leave it null for the default id"
+    )
+
+
+def safe_output_path(out_root: str, row_id: str, suffix: str = ".png") -> str:
+    """`<out_root>/<row_id><suffix>`, resolved, after checking that it stays under `out_root`.
+
+    Local roots: both sides go through `os.path.realpath` (symlinks included). URIs
+    (`s3://bucket/prefix`): the path part is normalised and `..` segments are refused. Raises
+    ValueError naming the id when it does not match `ROW_ID_PATTERN` or the result would lie
+    outside the root (defence in depth: validate refuses such ids first)."""
+    why = row_id_problem(row_id)
+    if why:
+        raise ValueError(why)
+    if not re.fullmatch(r"(\.[A-Za-z0-9]{1,16})*", suffix):
+        raise ValueError(f"suffix {suffix!r} must be empty or like '.png'")
+    name = row_id + suffix
+    if is_uri(out_root) and not out_root.lower().startswith("file://"):
+        u = urllib.parse.urlsplit(out_root)  # keeps ?endpoint_override=... and the like
+        root = u.path.rstrip("/")
+        if ".." in root.split("/"):
+            raise ValueError(f"output root {out_root!r} contains a '..' segment; give it without one")
+        joined = posixpath.normpath(f"{root}/{name}")
+        if ".." in joined.split("/") or posixpath.dirname(joined) != posixpath.normpath(root or "/"):
+            raise ValueError(f"output path for row_id {row_id!r} would lie outside {out_root}")
+        return urllib.parse.urlunsplit((u.scheme, u.netloc, joined, u.query, u.fragment))
+    local = _file_uri_to_path(out_root) if is_uri(out_root) else out_root
+    root = os.path.realpath(local)
+    target = os.path.realpath(os.path.join(root, name))
+    if os.path.dirname(target) != root:
+        raise ValueError(f"output path for row_id {row_id!r} resolves to {target}, outside {root}; remove the link or rename the row")
+    return target
+
+
+def reserved_result_columns() -> tuple[str, ...]:
+    """Names a manifest may not carry: the results table's columns (read from
+    `pipeline.results.RESULT_COLUMNS` at call time) other than the manifest's own."""
+    from pipeline.results import RESULT_COLUMNS  # lazy: results pulls in the results schema
+
+    return tuple(c for c in RESULT_COLUMNS if c not in RESERVED_COLUMNS)
+
+
+def _reserved_problem(names: Iterable[str]) -> Problem | None:
+    """One problem naming every carried column that clashes with a results column (compared
+    case-insensitively: DuckDB, which `stxpipe query` uses, folds case)."""
+    reserved = {c.lower() for c in reserved_result_columns()} | {c.lower() for c in RESERVED_COLUMNS}
+    bad = [n for n in names if n not in RESERVED_COLUMNS and str(n).lower() in reserved]
+    if not bad:
+        return None
+    renames = ", ".join(f"{b} -> user_{b}" for b in bad)
+    return Problem(
+        None,
+        ", ".join(bad),
+        f"column name(s) reserved: the results table has columns of these names, which the engine fills; "
+        f"rename them, e.g. {renames}",
+    )
+
+
 @functools.lru_cache(maxsize=32)
 def _filesystem(root: str) -> pafs.FileSystem:
     # One filesystem object per scheme+bucket: creating an S3/GCS filesystem resolves
@@ -186,7 +258,7 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
     s = os.fspath(uri)
     if not is_uri(s) or s.lower().startswith("file://"):
         local = _file_uri_to_path(s) if is_uri(s) else s
-        with open(local, "rb") as f:
+        with _open_local(local, s) as f:
             return f.read()
     fs, path = _fs_and_path(s)
     try:
@@ -199,6 +271,46 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
         if fs.get_file_info(path).type == pafs.FileType.NotFound:
             raise FileNotFoundError(f"no such file: {s}") from None
         raise OSError(f"cannot read {s}: {e}") from None
+
+
+def local_file_problem(path: str) -> str | None:
+    """Why the local `path` cannot be read as a file (missing, a folder, a FIFO, a device), or
+    None. Only stats it: never opens (a FIFO would block the reader)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror or e}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = (
+        "a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+        else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+        else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+    )
+    return f"{path} is {kind}, not a regular file; give the path of an image file"
+
+
+def _open_local(local: str, label: str):
+    """Open a local regular file for reading without blocking on FIFOs or devices: stat first,
+    open non-blocking, check the opened descriptor. Raises FileNotFoundError / OSError naming
+    `label`."""
+    why = local_file_problem(local)
+    if why:
+        if why.startswith("file not found"):
+            raise FileNotFoundError(f"no such file: {label}")
+        raise OSError(why)
+    fd = os.open(local, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
+            raise OSError(f"{label} is not a regular file; give the path of an image file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,6 +475,8 @@ def write_manifest(rows: Iterable[RowSpec | ManifestRow | Mapping[str, Any]], pa
             explicit_cache[key] = _explicit_params(raw)
         explicit = explicit_cache.get(key, {})
         rid = s.row_id
+        if rid is not None and row_id_problem(rid):
+            problems.append(Problem(i, "row_id", row_id_problem(rid)))
         if rid is None and params is not None and s.content and s.styles:
             rid = row_id_for(s.content, s.styles, params)
         if rid is not None:
@@ -388,9 +502,13 @@ def write_manifest(rows: Iterable[RowSpec | ManifestRow | Mapping[str, Any]], pa
     extra_names: list[str] = []
     for s in specs:
         extra_names += [k for k in s.extra if k not in extra_names]
+    own = [n for n in extra_names if n in RESERVED_COLUMNS]
+    if own:
+        raise ManifestError(os.fspath(path), [Problem(None, ", ".join(own), "an extra column may not use the manifest's own column names")])
+    clash = _reserved_problem(extra_names)
+    if clash:
+        raise ManifestError(os.fspath(path), [clash])
     for name in extra_names:
-        if name in RESERVED_COLUMNS:
-            raise ManifestError(os.fspath(path), [Problem(None, name, "an extra column may not use a reserved name")])
         columns[name] = pa.array([s.extra.get(name) for s in specs])
     table = pa.table(columns)
     out = os.fspath(path)
@@ -405,6 +523,8 @@ def write_manifest(rows: Iterable[RowSpec | ManifestRow | Mapping[str, Any]], pa
 
 
 def _blend_problems(params: Params, n_styles: int) -> list[tuple[str, str]]:
+    if n_styles > MAX_STYLES:
+        return [("style", f"{n_styles} style images in one blend; a blend takes at most {MAX_STYLES}: split the row or drop styles")]
     if params.style_blend is not None and len(params.style_blend) != n_styles:
         return [("params.style_blend", f"has {len(params.style_blend)} weight(s) for {n_styles} style image(s); give one weight per style")]
     return []
@@ -456,8 +576,9 @@ def _schema_problems(schema: pa.Schema) -> list[Problem]:
     return problems
 
 
-def _probe(uri: str, max_pixels: int | None) -> str | None:
-    """None if `uri` exists and decodes within the size guard, else what is wrong with it."""
+def _probe(uri: str, max_pixels: int | None) -> str | tuple[int, int]:
+    """(height, width) of `uri` after EXIF orientation if it exists and decodes within the size
+    guard, else what is wrong with it."""
     # Local import: images.py pulls in Pillow (and is owned by the engine); manifests that
     # skip the file check never need it.
     from stylecore.images import ImageError, probe_image
@@ -465,25 +586,24 @@ def _probe(uri: str, max_pixels: int | None) -> str | None:
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
     try:
         if is_uri(uri):
-            probe_image(read_bytes(uri), name=uri, **kwargs)
+            w, h = probe_image(read_bytes(uri), name=uri, **kwargs)
         else:
-            if not os.path.isfile(uri):
-                return f"file not found: {uri}" + (" (it is a folder)" if os.path.isdir(uri) else "")
-            probe_image(uri, name=uri, **kwargs)
+            why = local_file_problem(uri)  # stat only: a FIFO or device is never opened
+            if why:
+                return why
+            w, h = probe_image(uri, name=uri, **kwargs)
     except FileNotFoundError:
         return f"file not found: {uri}"
     except ImageError as e:
         return str(e)
     except OSError as e:
-        return f"cannot read {uri}: {e}"
+        return str(e) if str(e).startswith(uri) else f"cannot read {uri}: {e}"
     except Exception as e:  # noqa: BLE001 - one odd file must not hide the other rows' problems
         return f"cannot check {uri}: {type(e).__name__}: {e}"
-    return None
+    return h, w
 
 
-def probe_files(uris: Iterable[str], *, max_pixels: int | None = None, threads: int = 8) -> dict[str, str | None]:
-    """Probe each DISTINCT uri once, in a thread pool (I/O bound; Pillow releases the GIL
-    while decoding). Returns uri -> None (fine) or the problem."""
+def _probe_all(uris: Iterable[str], max_pixels: int | None, threads: int) -> dict[str, str | tuple[int, int]]:
     distinct = list(dict.fromkeys(uris))
     if not distinct:
         return {}
@@ -494,6 +614,26 @@ def probe_files(uris: Iterable[str], *, max_pixels: int | None = None, threads: 
         return dict(zip(distinct, pool.map(lambda u: _probe(u, max_pixels), distinct)))
 
 
+def probe_files(uris: Iterable[str], *, max_pixels: int | None = None, threads: int = 8) -> dict[str, str | None]:
+    """Probe each DISTINCT uri once, in a thread pool (I/O bound; Pillow releases the GIL
+    while decoding). Returns uri -> None (fine) or the problem."""
+    return {u: (r if isinstance(r, str) else None) for u, r in _probe_all(uris, max_pixels, threads).items()}
+
+
+def _size_problems(i: int, params: Params, content_hw: Any, style_hws: Sequence[Any], cache: dict) -> list[Problem]:
+    """Row `i`'s images against the pooling stages (`stylecore.params.image_side_problems`, with
+    the worker's metrics), once per distinct (params, sizes). Unprobed or bad files are skipped."""
+    if not isinstance(content_hw, tuple) or not all(isinstance(x, tuple) for x in style_hws):
+        return []
+    key = (params, content_hw, tuple(style_hws))
+    hit = cache.get(key)
+    if hit is None:
+        from stylecore.params import image_side_problems
+
+        hit = cache[key] = image_side_problems(params, content_hw, style_hws, metrics=True)
+    return [Problem(i, f"params.{field}", message) for field, message in hit]
+
+
 def validate_manifest(
     path: str | os.PathLike,
     *,
@@ -502,9 +642,12 @@ def validate_manifest(
     base: Params | None = None,
     threads: int = 8,
 ) -> ValidationReport:
-    """Read and check a manifest, collecting EVERY problem: schema, param names (with the closest
-    valid name) and values, blend lengths, missing/undecodable/oversized files (each distinct file
-    decoded once), duplicate ids. `base` is the Params that null fields fall back to (default:
+    """Read and check a manifest, collecting EVERY problem: schema, carried columns named like
+    results columns, param names (with the closest valid name) and values within the bounds of
+    `stylecore.params`, JSON params shape, blend lengths and styles per blend, row_id format,
+    missing/undecodable/oversized/disallowed-format files and FIFOs or devices (each distinct file
+    decoded once), images too small for the layers' pooling stages (with the smallest workable
+    size), duplicate ids. `base` is the Params that null fields fall back to (default:
     the engine's defaults); `max_pixels` overrides the image size guard. Raises
     FileNotFoundError when the manifest itself is missing, ManifestError when it is not Parquet."""
     path = os.fspath(path)
@@ -529,7 +672,7 @@ def validate_manifest(
     extra_names = [c for c in table.column_names if c not in RESERVED_COLUMNS]
     extra_cols = {c: table.column(c).to_pylist() for c in extra_names}
 
-    problems: list[Problem] = []
+    problems: list[Problem] = [p for p in [_reserved_problem(extra_names)] if p]
     resolver = _ParamsResolver(base)
     json_cache: dict[str, dict | ParamError] = {}
     resolved_cache: dict[str, str] = {}
@@ -580,6 +723,9 @@ def validate_manifest(
         if rid is not None and not rid.strip():
             problems.append(Problem(i, "row_id", "empty string; leave it null for the default id or give a unique id"))
             rid = None
+        elif rid is not None and row_id_problem(rid):
+            problems.append(Problem(i, "row_id", row_id_problem(rid)))
+            rid = ""  # no default id in its place (it would only add duplicates); the row is dropped
         if rid is None and params is not None and usable:
             rid = row_id_for(content, styles_raw, params)
         res_content = resolve(i, "content", content) if content and content.strip() else ""
@@ -591,42 +737,39 @@ def validate_manifest(
     # Duplicate ids, once all are known (explicit and computed ids share one namespace).
     seen: dict[str, int] = {}
     for i, rid, *_ in pending:
-        if rid is None:
+        if not rid:
             continue
         if rid in seen:
             problems.append(Problem(i, "row_id", f"duplicate row_id '{rid}' (first at row {seen[rid]}); drop the repeated row or give each its own row_id"))
         else:
             seen[rid] = i
 
-    status: dict[str, str | None] = {}
+    status: dict[str, str | tuple[int, int]] = {}
     if check_files:
-        status = probe_files((u for _, _, c, ss, _ in pending for u in ((c,) if c else ()) + ss), max_pixels=max_pixels, threads=threads)
-        for i, _, res_content, res_styles, _ in pending:
-            if res_content and status[res_content]:
+        status = _probe_all((u for _, _, c, ss, _ in pending for u in ((c,) if c else ()) + ss), max_pixels, threads)
+        sizes: dict = {}
+        for i, _, res_content, res_styles, params in pending:
+            if res_content and isinstance(status[res_content], str):
                 problems.append(Problem(i, "content", status[res_content]))
-            problems += [Problem(i, "style", status[s]) for s in res_styles if status[s]]
+            problems += [Problem(i, "style", status[s]) for s in res_styles if isinstance(status[s], str)]
+            if params is not None and res_content:
+                problems += _size_problems(i, params, status[res_content], [status[s] for s in res_styles], sizes)
 
     rows = tuple(
         ManifestRow(i, rid, res_content, res_styles, params, {c: extra_cols[c][i] for c in extra_names})
         for i, rid, res_content, res_styles, params in pending
-        if params is not None and rid is not None
+        if params is not None and rid
     )
     problems.sort(key=lambda p: -1 if p.row is None else p.row)  # stable: a row's problems keep their order
     return ValidationReport(path, n, rows, tuple(problems), len(status))
 
 
 def _parse_params_json(text: str) -> dict | ParamError:
-    if not text.strip():
-        return {}
+    """The parsed object, or the ParamError (bounds: `stylecore.params.parse_params_json`)."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        return ParamError("params", f"not valid JSON ({e.msg} at char {e.pos}); write an object like {{\"size\": 256}}")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        return ParamError("params", 'JSON must be an object of name: value, e.g. {"size": 256}')
-    return data
+        return parse_params_json(text)
+    except ParamError as e:
+        return e
 
 
 def read_manifest(

@@ -14,7 +14,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import secrets
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -22,12 +24,32 @@ from typing import IO, Mapping
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import PIL
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+# Oldest Pillow this module runs on: 10.1 added `Image.has_transparency_data` (used by `_to_rgb`)
+# and its wheels carry the libwebp fix for CVE-2023-4863 (first in 10.0.1). Older releases are
+# refused at import, with the fix, rather than failing (or decoding unsafely) on a user's file.
+MIN_PILLOW = (10, 1)
+
+
+def _version_tuple(text: str) -> tuple[int, int]:
+    """(major, minor) of a version string like '10.1.0' or '11.0.0.dev0'."""
+    m = re.match(r"(\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+if _version_tuple(PIL.__version__) < MIN_PILLOW:
+    raise ImportError(
+        f"stxpipe needs Pillow >= {'.'.join(map(str, MIN_PILLOW))}, found {PIL.__version__}; "
+        "run `pip install -U 'pillow>=10.1'`"
+    )
+
 __all__ = [
+    "ALLOWED_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "ImageError",
     "load_image",
@@ -47,6 +69,10 @@ __all__ = [
 # 40 MP covers any camera photo (a 45 MP full-frame sensor aside) while keeping one decoded
 # RGB image under ~120 MB; a crafted header claiming 100k x 100k is refused before decoding.
 DEFAULT_MAX_PIXELS: int = 40_000_000
+
+# Pillow format ids `Image.open` may try. Everything else (EPS/PostScript, which runs
+# Ghostscript; PDF, PSD, ICNS, FITS, ... and every rarely used parser) is refused unparsed.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
 
 _WHITE = (255, 255, 255, 255)
 # Modes whose samples are wider than 8 bits; Pillow's convert("L") clips them (32768 -> 255),
@@ -97,16 +123,7 @@ def load_image(
         raise TypeError(f"source must be a path, str or bytes, got {type(source).__name__}")
     label = name if name is not None else os.fspath(source)
     path = _local_path(source, label)
-    try:
-        fp = open(path, "rb")
-    except FileNotFoundError:
-        raise ImageError(label, f"the file does not exist (looked for {path.absolute()}); check the path") from None
-    except IsADirectoryError:
-        raise ImageError(label, "is a directory, not an image file; give the path of an image file") from None
-    except PermissionError:
-        raise ImageError(label, "permission denied reading the file; fix its permissions") from None
-    except OSError as e:
-        raise ImageError(label, f"cannot open the file ({e.strerror or e}); check the path and the storage") from None
+    fp = _open_regular(path, label)
     with fp:
         if os.fstat(fp.fileno()).st_size == 0:
             raise ImageError(label, "the file is empty (0 bytes); re-export or re-download the image")
@@ -122,6 +139,52 @@ def probe_image(
     """Validate `source` exactly as `load_image` does (full decode) and return its
     (width, height) after EXIF orientation. Raises `ImageError`."""
     return load_image(source, name=name, max_pixels=max_pixels).size
+
+
+_KINDS = (
+    (stat.S_ISDIR, "is a directory, not an image file; give the path of an image file"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file; reading it could block forever: give the path of an image file"),
+    (stat.S_ISCHR, "is a character device, not a regular file; give the path of an image file"),
+    (stat.S_ISBLK, "is a block device, not a regular file; give the path of an image file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file; give the path of an image file"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """Why a file of `st_mode` cannot be read as an image, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((msg for test, msg in _KINDS if test(mode)), "is not a regular file; give the path of an image file")
+
+
+def _open_regular(path: Path, label: str) -> IO[bytes]:
+    """Open a regular file for reading; FIFOs, devices, sockets and folders are refused without
+    blocking: stat first, then open non-blocking and check the opened descriptor too (the path
+    may be swapped between the two)."""
+    try:
+        why = _not_regular(os.stat(path).st_mode)
+        if why:
+            raise ImageError(label, why)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ImageError(label, f"the file does not exist (looked for {path.absolute()}); check the path") from None
+    except PermissionError:
+        raise ImageError(label, "permission denied reading the file; fix its permissions") from None
+    except ImageError:
+        raise
+    except OSError as e:
+        raise ImageError(label, f"cannot open the file ({e.strerror or e}); check the path and the storage") from None
+    try:
+        why = _not_regular(os.fstat(fd).st_mode)
+        if why:
+            raise ImageError(label, why)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _local_path(source: str | os.PathLike, label: str) -> Path:
@@ -173,7 +236,7 @@ def _open_checked(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             try:
-                im = Image.open(fp)
+                im = Image.open(fp, formats=ALLOWED_FORMATS)
             except Image.DecompressionBombWarning:
                 limit = Image.MAX_IMAGE_PIXELS
                 if limit is None or max_pixels <= limit:
@@ -181,7 +244,7 @@ def _open_checked(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
                 # The caller allows more pixels than Pillow's warning threshold: honour that.
                 fp.seek(0)
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(fp)
+                im = Image.open(fp, formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise ImageError(
             label,
@@ -189,10 +252,11 @@ def _open_checked(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
             "downscale the image first, or raise max_pixels if the file is trusted",
         ) from None
     except UnidentifiedImageError:
+        detected = _sniff_format(fp)
         raise ImageError(
             label,
-            "not a recognised image format (Pillow cannot identify it); supply a PNG, JPEG, WebP, "
-            "TIFF, BMP or GIF file",
+            f"not a recognised image format (detected: {detected}; allowed: {', '.join(ALLOWED_FORMATS)}); "
+            "convert it to PNG or JPEG",
         ) from None
     except MemoryError:
         raise
@@ -210,6 +274,55 @@ def _open_checked(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
             "downscale it first, or raise max_pixels if the file is trusted",
         )
     return im
+
+
+# Leading bytes of formats users send by mistake, to say what a refused file is. Only a label:
+# nothing is parsed.
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%!PS-Adobe", "EPS/PostScript"),
+    (b"%!", "PostScript"),
+    (b"\xc5\xd0\xd3\xc6", "EPS (DOS binary)"),
+    (b"%PDF", "PDF"),
+    (b"8BPS", "PSD (Photoshop)"),
+    (b"\x89PNG\r\n\x1a\n", "PNG (corrupt header)"),
+    (b"\xff\xd8\xff", "JPEG (corrupt header)"),
+    (b"GIF8", "GIF (corrupt header)"),
+    (b"II*\x00", "TIFF (corrupt header)"),
+    (b"MM\x00*", "TIFF (corrupt header)"),
+    (b"BM", "BMP (corrupt header)"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"icns", "ICNS"),
+    (b"SIMPLE  =", "FITS"),
+    (b"DDS ", "DDS"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xffO\xffQ", "JPEG 2000 codestream"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"),
+    (b"#?RADIANCE", "Radiance HDR"),
+    (b"<?xml", "XML/SVG"),
+    (b"<svg", "SVG"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"\x1f\x8b", "gzip"),
+)
+
+
+def _sniff_format(fp: IO[bytes]) -> str:
+    """A name for the format of the bytes in `fp`, from their first bytes ('unknown' if none)."""
+    try:
+        fp.seek(0)
+        head = fp.read(32)
+    except Exception:
+        return "unknown"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP (corrupt header)"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12].decode("latin-1").strip()
+        return {"heic": "HEIC", "heix": "HEIC", "mif1": "HEIF", "avif": "AVIF"}.get(brand, f"ISO media ({brand})")
+    if head[:1] == b"P" and head[1:2] in b"1234567" and len(head) > 2 and head[2:3].isspace():
+        return "PNM/PPM"
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic):
+            return what
+    return "unknown"
 
 
 def _reason(e: BaseException) -> str:
@@ -390,13 +503,7 @@ def read_png_metadata(path: str | Path) -> dict[str, str]:
     """Text chunks (tEXt, zTXt, iTXt) of a PNG as a plain dict; {} when it has none.
     Raises `ImageError` when the file is missing or not a readable PNG."""
     label = os.fspath(path)
-    p = _local_path(path, label)
-    try:
-        fp = open(p, "rb")
-    except FileNotFoundError:
-        raise ImageError(label, f"the file does not exist (looked for {p.absolute()}); check the path") from None
-    except OSError as e:
-        raise ImageError(label, f"cannot open the file ({e.strerror or e}); check the path") from None
+    fp = _open_regular(_local_path(path, label), label)
     with fp:
         im = _open_checked(fp, label, DEFAULT_MAX_PIXELS)
         if im.format != "PNG":

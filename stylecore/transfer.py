@@ -14,15 +14,15 @@ converges, but not bit-for-bit as it would alone.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
 
+from stylecore.cache import ByteLRU
 from stylecore.images import preserve_colors, resize_tensor as resize
 from stylecore.losses import ContentLoss, StyleLoss, TVLoss, blend_grams, gram_matrix, normalized_layer_weights
-from stylecore.params import Params
+from stylecore.params import Params, check_job
 from stylecore.weights import load_vgg
 
 
@@ -62,6 +62,11 @@ class TransferResult:
 
 ProgressFn = Callable[[Progress], None]
 
+# Byte budget of the per-engine cache of style Gram targets (on the engine's device). One style's
+# targets at the classic five layers are 2.4 MB (sum of C^2 float32), at every VGG-19 layer 22 MB:
+# 256 MiB holds ~100 of the former, ~12 of the latter.
+GRAM_CACHE_BYTES = 256 * 2**20
+
 # L-BFGS iterations per optimizer.step() call (see `StyleTransfer._optimize`).
 LBFGS_CHUNK = 25
 
@@ -97,14 +102,14 @@ def scale_sizes(params: Params) -> list[int]:
 class StyleTransfer:
     """The engine. Holds the models for its device; `run` optimises a batch of rows."""
 
-    def __init__(self, device: str | torch.device | None = None, style_cache_size: int = 64, batch_invariant: bool = False):
+    def __init__(self, device: str | torch.device | None = None, style_cache_bytes: int = GRAM_CACHE_BYTES, batch_invariant: bool = False):
         """`batch_invariant`: make a row's image independent of its batch-mates on the CPU by
         turning off oneDNN, whose batch-size-dependent kernels differ in the last bits; max
         pooling and ReLU kinks can amplify that to ~1e-2 on a few pixels. Costs 1.2-2x per step."""
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_invariant = batch_invariant
-        self._gram_cache: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
-        self._gram_cache_size = style_cache_size
+        # Style Gram targets by (style key, style side, weights, pooling, layers, device).
+        self._gram_cache: ByteLRU[tuple, dict[str, torch.Tensor]] = ByteLRU(style_cache_bytes)
 
     # ------------------------------------------------------------------ models
     def vgg(self, params: Params):
@@ -131,6 +136,8 @@ class StyleTransfer:
         hw = output_size(tuple(jobs[0].content.shape[-2:]), p0.size)
         for j in jobs[1:]:
             _check_compatible(jobs[0], j)
+        for j in jobs:  # a clear error, not a pooling shape error, for images too small for the layers
+            check_job(j.params, tuple(j.content.shape[-2:]), [tuple(s.shape[-2:]) for s in j.styles])
         vgg, rw = self.vgg(p0)
         x: torch.Tensor | None = None
         steps = 0
@@ -184,18 +191,16 @@ class StyleTransfer:
             key = None
             if job.style_keys is not None:
                 key = (job.style_keys[k], style_side, p.weights, p.pooling, p.style_layers, str(self.device))
-                if key in self._gram_cache:
-                    self._gram_cache.move_to_end(key)
-                    per_style.append(self._gram_cache[key])
+                hit = self._gram_cache.get(key)
+                if hit is not None:
+                    per_style.append(hit)
                     continue
             s = resize(style.to(self.device), output_size(tuple(style.shape[-2:]), style_side))
             with torch.no_grad():
                 feats = vgg(s, p.style_layers)
                 grams = {n: gram_matrix(f, normalize=True) for n, f in feats.items()}  # (1, C, C)
             if key is not None:
-                self._gram_cache[key] = grams
-                while len(self._gram_cache) > self._gram_cache_size:
-                    self._gram_cache.popitem(last=False)
+                self._gram_cache.put(key, grams)
             per_style.append(grams)
         return blend_grams(per_style, p.style_blend) if len(per_style) > 1 else per_style[0]
 

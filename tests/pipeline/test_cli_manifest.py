@@ -107,3 +107,15 @@ def test_validate_checks_layers_against_the_run_weights(tmp_path: Path, images: 
     assert _run("validate", out, "--no-files").exit_code == 0  # VGG-19 (default) has conv3_4
     r = _run("validate", out, "--no-files", "--weights", "random-vgg16")  # VGG-16 does not
     assert r.exit_code == 1 and "row 0, params.content_layers: unknown layer 'conv3_4'" in r.output
+
+
+def test_build_refuses_csv_columns_named_like_results_columns(tmp_path: Path, images: Path) -> None:
+    csv = tmp_path / "jobs.csv"
+    csv.write_text(f"content,style,status,Seconds,tag\n{images / 'c1.jpg'},{images / 's1.jpg'},todo,3,x\n")
+    r = _run("build", "--csv", csv, "-o", tmp_path / "m.parquet")
+    assert r.exit_code == 1
+    assert "status, Seconds" in r.output and "user_status" in r.output and "tag" not in r.output.split("rename")[0]
+    assert not (tmp_path / "m.parquet").exists()
+    csv.write_text(f"content,style,user_status,tag\n{images / 'c1.jpg'},{images / 's1.jpg'},todo,x\n")
+    assert _run("build", "--csv", csv, "-o", tmp_path / "m.parquet").exit_code == 0
+    assert _run("validate", tmp_path / "m.parquet").exit_code == 0

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from pipeline import manifest as M
 from stylecore.params import ParamError, Params
@@ -267,3 +271,124 @@ def test_shipped_paper_manifests_hold_the_paper_experiments() -> None:
 def test_format_problems_groups_rows_into_ranges() -> None:
     probs = [M.Problem(i, "content", "file not found: x.jpg") for i in (0, 1, 2, 5)] + [M.Problem(None, "style", "missing")]
     assert M.format_problems(probs) == ["rows 0-2, 5, content: file not found: x.jpg", "manifest, style: missing"]
+
+
+# ------------------------------------------------------------------ row ids, output paths
+
+
+@pytest.mark.parametrize("bad", ["../../x", "/abs/x", ".hidden", "a/b", "a\\b", "x" * 129, "-lead", "sp ace", "é"])
+def test_bad_row_ids_are_refused_at_validate_and_write(tmp_path: Path, images: Path, bad: str) -> None:
+    c, s = str(images / "c1.jpg"), str(images / "s1.jpg")
+    pq.write_table(pa.table({"content": [c, c], "style": [s, s], "row_id": ["ok-1.v2_x", bad]}), tmp_path / "m.parquet")
+    problems = M.validate_manifest(tmp_path / "m.parquet").problems
+    assert [(p.row, p.column) for p in problems] == [(1, "row_id")]
+    assert "not a valid row_id" in problems[0].message and "letters, digits" in problems[0].message
+    with pytest.raises(M.ManifestError, match="row 1, row_id: .* is not a valid row_id"):
+        M.write_manifest([M.RowSpec(c, (s,), row_id="fine"), M.RowSpec(c, (s,), row_id=bad)], tmp_path / "w.parquet")
+    with pytest.raises(ValueError, match="not a valid row_id"):
+        M.safe_output_path(str(tmp_path / "out"), bad)
+
+
+def test_safe_output_path_stays_under_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "out" / "images"
+    root.mkdir(parents=True)
+    assert M.safe_output_path(str(root), "abc") == str(root.resolve() / "abc.png")
+    assert M.safe_output_path(str(root), "a..b", ".jpg") == str(root.resolve() / "a..b.jpg")
+    assert M.safe_output_path(root.as_uri(), "abc") == str(root.resolve() / "abc.png")
+    # A link planted where the image goes must not carry the write outside the root.
+    (root / "evil.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(ValueError, match="outside"):
+        M.safe_output_path(str(root), "evil")
+    with pytest.raises(ValueError, match="suffix"):
+        M.safe_output_path(str(root), "abc", "/../x.png")
+    assert M.safe_output_path("s3://bucket/out/images", "abc") == "s3://bucket/out/images/abc.png"
+    assert M.safe_output_path("s3://bucket/p?endpoint_override=h:9000", "abc") == "s3://bucket/p/abc.png?endpoint_override=h:9000"
+    with pytest.raises(ValueError, match="'..' segment"):
+        M.safe_output_path("s3://bucket/out/../other", "abc")
+
+
+# ------------------------------------------------------------------ reserved columns
+
+
+def test_reserved_result_columns_are_refused_in_one_problem(tmp_path: Path, images: Path) -> None:
+    c, s = str(images / "c1.jpg"), str(images / "s1.jpg")
+    pq.write_table(pa.table({
+        "content": [c], "style": [s], "status": ["mine"], "error": ["x"], "tag": ["keep"], "Seconds": [1.5], "output": ["o"],
+    }), tmp_path / "m.parquet")
+    problems = M.validate_manifest(tmp_path / "m.parquet").problems
+    assert len(problems) == 1
+    p = problems[0]
+    assert p.row is None and p.column == "status, error, Seconds, output"  # case-insensitive, as DuckDB
+    assert "reserved" in p.message and "status -> user_status" in p.message
+    with pytest.raises(M.ManifestError, match="status, error.*user_status"):
+        M.write_manifest([M.RowSpec(c, (s,), extra={"status": 1, "error": 2})], tmp_path / "w.parquet")
+    M.write_manifest([M.RowSpec(c, (s,), extra={"user_status": 1})], tmp_path / "w.parquet")  # the fix works
+
+
+def test_reserved_columns_are_read_from_the_results_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.results as R
+
+    assert set(M.reserved_result_columns()) == set(R.RESULT_COLUMNS) - set(M.RESERVED_COLUMNS)
+    monkeypatch.setattr(R, "RESULT_COLUMNS", [*R.RESULT_COLUMNS, "brand_new"])
+    assert "brand_new" in M.reserved_result_columns()
+    assert M._reserved_problem(["brand_new", "tag"]).column == "brand_new"
+
+
+# ------------------------------------------------------------------ bounds and geometry
+
+
+def test_blends_params_json_and_iterations_are_bounded(tmp_path: Path, images: Path) -> None:
+    c, s = str(images / "c1.jpg"), str(images / "s1.jpg")
+    deep = '{"size": ' + "[" * 20 + "]" * 20 + "}"
+    pq.write_table(pa.table({
+        "content": [c] * 5,
+        "style": [[s] * 17, [s], [s], [s], [s]],
+        "params": [None, deep, '{"iterations": 1000000000}', '{"size": 8192, "style_scale": 8}', json.dumps({f"k{i}": 1 for i in range(500)})],
+    }), tmp_path / "m.parquet")
+    problems = M.validate_manifest(tmp_path / "m.parquet", check_files=False).problems
+    by = {(p.row, p.column): p.message for p in problems}
+    assert set(by) == {(0, "style"), (1, "params"), (2, "params.iterations"), (3, "params.style_scale"), (4, "params")}
+    assert "17 style images" in by[0, "style"] and "at most 16" in by[0, "style"]
+    assert "nested 21 levels deep" in by[1, "params"]
+    assert "between 0 and 100,000" in by[2, "params.iterations"]
+    assert "use style_scale <= 1" in by[3, "params.style_scale"]
+    assert "500 keys" in by[4, "params"]
+
+
+def test_images_too_small_for_the_layers_are_refused_with_the_smallest_size(tmp_path: Path) -> None:
+    Image.new("RGB", (4000, 100), (10, 120, 200)).save(tmp_path / "pano.png")
+    Image.new("RGB", (300, 200), (200, 120, 10)).save(tmp_path / "photo.jpg")
+    Image.new("RGB", (64, 64), (0, 0, 0)).save(tmp_path / "style.png")
+    pq.write_table(pa.table({
+        "content": ["pano.png", "photo.jpg", "photo.jpg", "pano.png"],
+        "style": ["style.png", "style.png", "photo.jpg", "style.png"],
+        "params": ['{"size": 512}', '{"size": 16}', '{"size": 24}', '{"size": 620}'],
+    }), tmp_path / "m.parquet")
+    problems = M.validate_manifest(tmp_path / "m.parquet").problems
+    assert [(p.row, p.column) for p in problems] == [(0, "params.size"), (1, "params.size")]
+    assert "4000x100 content image gives a 512x13 output" in problems[0].message and "use size >= 620" in problems[0].message
+    assert "16x11 output" in problems[1].message and "use size >= 24" in problems[1].message
+    assert M.validate_manifest(tmp_path / "m.parquet", check_files=False).ok  # sizes need the files
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_fifo_content_is_refused_without_blocking(tmp_path: Path, images: Path) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    pq.write_table(pa.table({"content": ["pipe.jpg"], "style": [str(images / "s1.jpg")]}), tmp_path / "m.parquet")
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(M.validate_manifest(tmp_path / "m.parquet")), daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("validate blocked on a FIFO")
+    (p,) = result[0].problems
+    assert (p.row, p.column) == (0, "content") and "FIFO (named pipe)" in p.message and "pipe.jpg" in p.message
+    for source in (str(fifo), fifo.as_uri()):
+        with pytest.raises(OSError, match="FIFO"):
+            M.read_bytes(source)
+    with pytest.raises(OSError, match="a folder"):
+        M.read_bytes(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        M.read_bytes(str(tmp_path / "ghost.jpg"))

@@ -485,3 +485,95 @@ def test_preserve_colors_resizes_content_and_clamps():
     assert I.preserve_colors(output.expand(3, -1, -1, -1), teal).shape == (3, 3, 16, 24)
     with pytest.raises(ValueError, match="batch"):
         I.preserve_colors(output.expand(3, -1, -1, -1), teal.expand(2, -1, -1, -1))
+
+
+# ------------------------------------------------------------------ formats allowlist, file kinds
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
+
+
+def test_only_allowlisted_formats_are_parsed(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(EPS)
+    with Image.open(path) as im:
+        assert im.format == "EPS"  # what Pillow alone would do with it
+    calls = []
+    real = EpsImagePlugin.EpsImageFile._open
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: calls.append(1) or real(self))
+    for source in (path, EPS):
+        with pytest.raises(ImageError) as e:
+            I.load_image(source, name=str(path))
+        msg = str(e.value)
+        assert str(path) in msg and "detected: EPS/PostScript" in msg
+        assert "allowed: JPEG, PNG, WEBP, TIFF, BMP, GIF" in msg
+    assert calls == []  # the EPS parser never ran (it would hand the file to Ghostscript on load)
+    assert I.ALLOWED_FORMATS == ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF"])
+def test_every_allowed_format_decodes(tmp_path, fmt):
+    path = _save(Image.new("RGB", (12, 8), (200, 10, 10)), tmp_path / f"x.{fmt.lower()}", format=fmt)
+    assert I.load_image(path).size == (12, 8)
+
+
+def test_refused_formats_are_named(tmp_path):
+    for name, data, what in (
+        ("a.pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "PDF"),
+        ("a.psd", b"8BPS\x00\x01" + b"\x00" * 40, "PSD"),
+        ("a.ico", _ico_bytes(), "ICO"),
+        ("a.bin", b"\x00" * 64, "unknown"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ImageError, match=f"detected: {what}"):
+            I.load_image(path)
+
+
+def _ico_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, format="ICO")
+    return buf.getvalue()
+
+
+def test_camera_mpo_jpegs_still_open():
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, format="MPO", save_all=True, append_images=[Image.new("RGB", (8, 8), "blue")])
+    assert I.load_image(buf.getvalue()).size == (8, 8)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_fifo_device_and_folder_are_refused_without_blocking(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    errors: list[str] = []
+
+    def attempt() -> None:
+        for fn in (I.load_image, I.probe_image, I.read_png_metadata):
+            try:
+                fn(fifo)
+            except ImageError as e:
+                errors.append(str(e))
+
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # unblock the reader before failing, so the test process can exit
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO blocked")
+    assert len(errors) == 3 and all("pipe.jpg" in m and "FIFO (named pipe)" in m for m in errors), errors
+    with pytest.raises(ImageError, match="'/dev/null': is a character device"):
+        I.load_image("/dev/null")
+    with pytest.raises(ImageError, match="is a directory"):
+        I.read_png_metadata(tmp_path)
+
+
+def test_pillow_version_floor():
+    import PIL
+
+    assert I.MIN_PILLOW == (10, 1)
+    assert I._version_tuple(PIL.__version__) >= I.MIN_PILLOW
+    assert I._version_tuple("10.0.1") < I.MIN_PILLOW <= I._version_tuple("10.1.0") < I._version_tuple("11.0.0.dev0")
