@@ -5,6 +5,14 @@ port, started and stopped by this module; nothing leaves the machine. The AWS se
 dummy keys plus `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, which pyarrow's S3 filesystem
 (its AWS SDK) honours, so plain `s3://bucket/key` URIs reach the local server; the instance
 metadata service is switched off so the SDK never looks beyond loopback for a region or keys.
+
+Process-wide state is kept out of these tests' way: an embedded `ray.init()` earlier in the same
+pytest process (the session-scoped `small_run` of tests/pipeline) leaves `RAY_AUTH_MODE=token` in
+`os.environ` and in Ray's C++ config cache, which a later `ray.init(address=...)` in that process
+keeps using whatever the environment then says; so the cluster test runs its driver, the real
+`stxpipe submit`, in a fresh subprocess with an explicit environment. `pipeline.manifest` caches
+one pyarrow filesystem per bucket: every test uses a fresh bucket, and the cache is emptied when
+the server starts and stops, so no filesystem bound to a dead endpoint outlives the module.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ def s3(tmp_path_factory):
     import boto3
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    _forget_filesystems()
     server.start()
     try:
         host, port = server.get_host_and_port()
@@ -60,6 +69,16 @@ def s3(tmp_path_factory):
             yield endpoint, client
     finally:
         server.stop()  # exactly the server this fixture started
+        _forget_filesystems()
+
+
+def _forget_filesystems() -> None:
+    """Empty `pipeline.manifest`'s per-bucket filesystem cache (objects bound to an endpoint)."""
+    from pipeline import manifest as M
+
+    cached = getattr(M, "_filesystem", None)
+    if cached is not None and hasattr(cached, "cache_clear"):
+        cached.cache_clear()
 
 
 def _bucket(client) -> str:
@@ -149,7 +168,7 @@ def ray_head_without_endpoint(monkeypatch):
     host = "127.0.0.2"
     port = _free_port(host)
     temp_dir = tempfile.mkdtemp(prefix="stxr-", dir="/tmp")  # short: Ray's unix sockets live here
-    node_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "RAY_ADDRESS"))}
+    node_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "RAY_ADDRESS", "RAY_AUTH_"))}
     # A node-level endpoint that answers nothing (port 9, closed on loopback): without the
     # runner's forwarding a worker fails here instead of ever looking beyond this machine.
     node_env["AWS_ENDPOINT_URL"] = node_env["AWS_ENDPOINT_URL_S3"] = "http://127.0.0.1:9"
@@ -203,6 +222,9 @@ def test_submit_s3_manifest_to_a_cluster(s3, tmp_path, hed, ray_head_without_end
     get their node's environment, not the driver's, so this passes only because the runner
     forwards the driver's S3 endpoint/region settings to its actors (runtime_env env_vars).
     Every row ok, both images in the bucket and decodable, results read back from S3."""
+    import subprocess
+    import sys
+
     import typer
     from PIL import Image
     from typer.testing import CliRunner
@@ -224,8 +246,17 @@ def test_submit_s3_manifest_to_a_cluster(s3, tmp_path, hed, ray_head_without_end
     out = f"s3://{bucket}/run"
     args = ["submit", f"s3://{bucket}/manifests/m.parquet", "--out", out, "--address", ray_head_without_endpoint,
             "--workers", "1", "--batch-size", "2", "--weights", hed, "--lpips-weights", hed, "--no-progress"]
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+    # The driver in its own process, as the RayJob runs it: Ray keeps its auth mode per process
+    # (see the module docstring), so an in-process driver would depend on which tests ran before.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH_", "RAY_ADDRESS"))}
+    env["RAY_AUTH_MODE"] = "disabled"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=400)
+    except subprocess.TimeoutExpired as e:  # its output comes as bytes here, whatever text= said
+        said = [x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr)]
+        pytest.fail(f"stxpipe submit did not finish in 400 s:\n{said[0][-2000:]}\n{said[1][-4000:]}")
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
 
     table = R.read_results(out)
     assert table is not None and table.num_rows == 2

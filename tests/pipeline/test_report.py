@@ -6,7 +6,12 @@ CI needs Chromium: `apt-get update && apt-get install -y chromium` (Debian/Ubunt
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import decimal
+import hashlib
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -45,8 +50,20 @@ def console_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
 def assert_self_contained(text: str) -> None:
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
+    # Inline code is allowed by its hash only: the one <script> and the one <style> of the page.
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', text).group(1)
+    policy = {d.split()[0]: d.split()[1:] for d in csp.split(";") if d.strip()}
+    assert "'unsafe-inline'" not in csp
+    code = re.findall(r"<script>(.*?)</script>", text, re.S)
+    styles = re.findall(r"<style>(.*?)</style>", text, re.S)
+    assert len(code) == 1 and policy["script-src"] == [_sha256(code[0])]
+    assert len(styles) == 1 and policy["style-src"] == [_sha256(styles[0])]
     # The only URL is the SVG namespace (an identifier, never fetched).
     urls = set(re.findall(r"https?://[^\s\"'<>)]+", text))
     assert urls <= {"http://www.w3.org/2000/svg"}, urls
@@ -148,3 +165,26 @@ def test_fake_report_renders_without_errors(tmp_path, samples):
     assert st["broken"] == [] and st["images"] > 0 and st["errors"] == []
     assert st["points"] == 3 and st["colour_by"] == "content_weight"
     assert console_lines(res.stderr) == []
+
+
+def test_script_json_escapes_what_could_end_the_element():
+    value = {"a": "</script><script>x</script>", "b": "a<!--<script>b", "c": "&amp; > <", "d": "\u2028\u2029", "n": None}
+    text = REP.script_json(value)
+    assert not any(c in text for c in "<>&\u2028\u2029")
+    assert "\\u003c/script\\u003e" in text and "\\u0026" in text and "\\u2028" in text
+    assert json.loads(text) == value
+
+
+def test_jsonable_turns_odd_carried_values_into_json():
+    when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    got = REP.jsonable({
+        "dec": decimal.Decimal("1.10"), "ts": when, "day": when.date(), "nested": {"k": [1, (2, 3)]},
+        "blob": b"\x00\xff", "big": bytes(100), "nan": math.nan, "inf": -math.inf, "ok": 0.5, "obj": object,
+        1: "int key",
+    })
+    assert got["dec"] == "1.10" and got["ts"] == "2024-01-02T03:04:05+00:00" and got["day"] == "2024-01-02"
+    assert got["nested"] == {"k": [1, [2, 3]]} and got["blob"] == "0x00ff"
+    assert got["big"].startswith("0x" + "00" * 64) and got["big"].endswith("(100 bytes)")
+    assert (got["nan"], got["inf"], got["ok"]) == ("nan", "-inf", 0.5)
+    assert got["obj"] == str(object) and got["1"] == "int key"
+    json.dumps(got, allow_nan=False)  # plain JSON
