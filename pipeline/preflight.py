@@ -288,16 +288,41 @@ def _remote_problems(uris: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def check_inputs_readable(rows: Sequence[ManifestRow], limit: int = 10) -> None:
-    """Every distinct content/style exists, is a readable non-empty regular file (no FIFO,
-    folder or device); URIs by one batched stat per filesystem. Never decodes an image."""
+def _where(rows: Sequence[ManifestRow]) -> dict[str, dict[str, list[int]]]:
     where: dict[str, dict[str, list[int]]] = {}  # uri -> column -> row indices
     for r in rows:
         where.setdefault(r.content, {}).setdefault("content", []).append(r.index)
         for s in r.styles:
             where.setdefault(s, {}).setdefault("style", []).append(r.index)
-    problems = {u: p for u in where if not is_uri(u) and (p := _local_problem(u)) is not None}
-    problems.update(_remote_problems([u for u in where if is_uri(u)]))
+    return where
+
+
+def _file_problems(uris: Iterable[str]) -> dict[str, str]:
+    uris = list(uris)
+    problems = {u: p for u in uris if not is_uri(u) and (p := _local_problem(u)) is not None}
+    problems.update(_remote_problems([u for u in uris if is_uri(u)]))
+    return problems
+
+
+def input_problems(rows: Sequence[ManifestRow]) -> dict[int, str]:
+    """Row index -> why its inputs can't be used (first unusable file), for rows that have one:
+    each distinct content/style once, by stat (URIs: one batched stat per filesystem); no decoding.
+    The runner records these rows as errors at once and runs the rest."""
+    problems = _file_problems(_where(rows))
+    out: dict[int, str] = {}
+    for r in rows:
+        for col, uri in [("content", r.content), *(("style", s) for s in r.styles)]:
+            if uri in problems:
+                out[r.index] = f"{col} image {uri}: {problems[uri]}"
+                break
+    return out
+
+
+def check_inputs_readable(rows: Sequence[ManifestRow], limit: int = 10) -> None:
+    """Every distinct content/style exists, is a readable non-empty regular file (no FIFO,
+    folder or device); URIs by one batched stat per filesystem. Never decodes an image."""
+    where = _where(rows)
+    problems = _file_problems(where)
     if not problems:
         return
     bad = sorted(problems, key=lambda u: min(min(v) for v in where[u].values()))

@@ -1,37 +1,41 @@
-"""`stxpipe submit`: run a manifest's rows on Ray actors and append the results table.
+"""`stxpipe submit`: check everything, then run a manifest's rows on Ray actors.
 
-Why Ray Core actors and not Ray Data `map_batches`: a batch whose actor dies is retried by Ray
-Data as a whole and, past its retries, fails the whole dataset: one poison row would sink the
-run. Here the driver owns the queue: a batch whose worker died is split into single rows, each
-retried up to `retries` times on a restarted actor, and a row that keeps killing workers ends as
-an `error` row while the others go on. Workers write their images and a results part themselves
-as each batch finishes, so a driver crash loses at most the rows in flight, and no image bytes
-travel through the object store.
+The order is the point: the manifest is validated, every weight set is resolved (pulled where
+it can be, refused in seconds where it can't), inputs and the output root are checked and the
+output root is locked, all in the driver before any actor starts; only then Ray comes up.
+
+Why Ray Core actors and not Ray Data `map_batches`: Ray Data retries a failed batch as a whole
+and, past its retries, fails the whole dataset, so one poison row would sink the run. Here the
+driver owns the queue (`pipeline.scheduler`): deadlines, retries of single rows, timeouts; the
+actors (`pipeline.worker`) write images and hand their rows back; the driver writes each
+finished batch's results part at once, so a driver crash loses only the rows in flight.
 """
 
 from __future__ import annotations
 
 import collections
-import io
-import json
+import itertools
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from pipeline import results as R
-from pipeline.manifest import ManifestError, ManifestRow, read_bytes, validate_manifest
+from pipeline.manifest import ManifestError, ManifestRow, validate_manifest
+from pipeline.scheduler import Died, Done, Failed, InitFailed, Outcome, RowTask, Scheduler, SchedulerConfig
+from pipeline.worker import CHAOS_ENV, StyleWorker, error_row  # noqa: F401 (CHAOS_ENV: the tests' fault hook)
 from stylecore.params import Params
 
-# A test-only fault hook: a worker that starts a row listed here exits at once, as a crashed or
-# OOM-killed process would (comma-separated row ids). Never set in production.
-CHAOS_ENV = "STXPIPE_CHAOS_KILL_ROWS"
 # Passed to workers on a cluster (an embedded Ray inherits the whole environment anyway): where
 # object storage is, never secrets (they would sit in Ray's cluster state and dashboard, and
 # override the nodes' own, self-refreshing credentials) nor this machine's cache paths.
 FORWARD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")
+# Row deadline when --row-timeout is not given: a VGG-19 step costs ~7.6e-6 s per output pixel
+# on 2 CPU cores (0.5 s at 256x256); 1e-4 leaves a 13x margin for slower or shared machines
+# (GPUs are 20-100x faster), plus a fixed minute for decoding, targets and metrics.
+SECONDS_PER_PIXEL_STEP = 1e-4
+ROW_OVERHEAD_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,9 @@ class SubmitConfig:
     batch_size: int = 4
     weights: str | None = None  # weight set for rows that name none
     lpips_weights: str | None = None  # LPIPS backbone for rows that name none, and for the metrics
-    retries: int = 2  # extra attempts for a row whose worker process died
+    retries: int = 2  # extra solo attempts of a row whose worker process died
+    row_timeout: float | None = None  # seconds per row before its batch is cancelled (None: derived)
+    start_timeout: float = 300.0  # seconds for a worker to start (models loaded) or restart
     force: bool = False
     dry_run: bool = False
     skip_invalid: bool = False
@@ -74,13 +80,16 @@ class Plan:
     invalid: int
     metric_weights: str
     resources: str
+    lpips_calibrated: bool = True
+    notes: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
+        calibrated = "" if self.lpips_calibrated else " (not the paper's ImageNet VGG-16: not comparable with its numbers)"
         return [
             f"manifest: {self.manifest} ({self.total} rows)",
             f"output:   {self.out}",
             f"rows to run: {len(self.to_run)}; already done (ok): {self.done}; invalid, skipped: {self.invalid}",
-            f"LPIPS metric weights: {self.metric_weights}",
+            f"LPIPS metric weights: {self.metric_weights}{calibrated}",
             f"resources: {self.resources}",
         ]
 
@@ -107,25 +116,32 @@ class SubmitSummary:
 # ------------------------------------------------------------------------------------ planning
 
 
-def _base_params(cfg: SubmitConfig) -> Params | None:
-    changes = {k: v for k, v in (("weights", cfg.weights), ("lpips_weights", cfg.lpips_weights)) if v}
-    return Params.from_dict(changes) if changes else None
-
-
-def plan(cfg: SubmitConfig) -> Plan:
-    """Read and check the manifest, find rows already done; raises ManifestError on bad rows
-    unless `skip_invalid`."""
-    report = validate_manifest(cfg.manifest, check_files=False, base=_base_params(cfg))
+def _rows(cfg: SubmitConfig, lpips_weights: str | None) -> tuple[list[ManifestRow], int]:
+    """Valid rows resolved against the flags' weight sets, and the manifest's row count."""
+    changes = {k: v for k, v in (("weights", cfg.weights), ("lpips_weights", lpips_weights)) if v}
+    base = Params.from_dict(changes) if changes else None
+    report = validate_manifest(cfg.manifest, check_files=False, base=base)
     if report.problems and not (cfg.skip_invalid and all(p.row is not None for p in report.problems)):
         raise ManifestError(report.path, report.problems)
+    return list(report.rows), report.n_rows
+
+
+def plan(cfg: SubmitConfig, say: Callable[[str], None] = print) -> Plan:
+    """Validate the manifest, resolve its weight sets (pulling what can be pulled, except in a
+    dry run), find the rows already done. Raises ManifestError or PreflightError."""
+    from pipeline.preflight import plan_weights
+
+    rows, total = _rows(cfg, cfg.lpips_weights)
+    wp = plan_weights(rows, cfg.weights, cfg.lpips_weights, pull=not cfg.dry_run, say=say)
+    if wp.lpips_fallback:  # rows that name no LPIPS set now use the fallback: their ids follow
+        rows, total = _rows(cfg, wp.lpips_fallback)
     out = cfg.output()
     done = set() if cfg.force else R.done_ids(out)
-    rows = list(report.rows)
     to_run = [r for r in rows if r.row_id not in done]
-    metric = cfg.lpips_weights or (rows[0].params.lpips_weights if rows else Params().lpips_weights)
     where = cfg.ray_address() or "embedded local Ray (127.0.0.1)"
     res = f"{cfg.workers} worker(s) x ({cfg.cpus_per_worker:g} CPU, {cfg.gpus_per_worker:g} GPU), batches of {cfg.batch_size}, on {where}"
-    return Plan(cfg.manifest, out, report.n_rows, to_run, len(rows) - len(to_run), report.n_rows - len(rows), metric, res)
+    return Plan(cfg.manifest, out, total, to_run, len(rows) - len(to_run), total - len(rows), wp.metric_weights, res,
+                wp.lpips_calibrated, tuple(wp.notes))
 
 
 def make_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[ManifestRow]]:
@@ -143,330 +159,188 @@ def make_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[Mani
     return batches
 
 
-# ------------------------------------------------------------------------------------ the worker
+def row_budget(params: Params, row_timeout: float | None = None) -> float:
+    """Seconds a row may take inside its batch: `row_timeout`, else derived from its work."""
+    if row_timeout:
+        return float(row_timeout)
+    steps = params.iterations * (4 / 3 if params.scales > 1 else 1)  # coarser scales add < 1/3
+    per_step = SECONDS_PER_PIXEL_STEP * (2 if params.content_loss == "lpips" else 1)
+    return ROW_OVERHEAD_S + per_step * params.size**2 * steps
 
 
-def _payload(row: ManifestRow, attempt: int) -> dict:
-    return {
-        "row_id": row.row_id, "index": row.index, "content": row.content, "styles": list(row.styles),
-        "params": row.params.to_json(), "extra": row.extra, "attempt": attempt,
-    }
-
-
-def result_row(p: dict, status: str, **values: Any) -> dict:
-    """A results-table row for payload `p`: contract columns, resolved params, carried columns."""
-    row = {c: None for c in R.RESULT_COLUMNS}
-    row.update(p.get("extra") or {})
-    row.update(
-        row_id=p["row_id"], content=p["content"], style=";".join(p["styles"]), status=status,
-        params=json.loads(p["params"]), attempt=p["attempt"],
+def task_for(row: ManifestRow, row_timeout: float | None = None) -> RowTask:
+    return RowTask(
+        row.row_id, row.index, row.content, tuple(row.styles), row.params.to_json(), dict(row.extra),
+        budget_s=row_budget(row.params, row_timeout),
     )
-    row.update(values)
-    return row
 
 
-class StyleWorker:
-    """A Ray actor: owns the engine (VGG) and the LPIPS metric model on its device.
+# ------------------------------------------------------------------------------------ the pool
 
-    Models load once in `__init__`; `__call__` runs one batch and writes its images and results
-    part before returning small summaries to the driver."""
 
-    def __init__(self, out: str, metric_weights: str, preload: Sequence[tuple[str, str]] = (), device: str | None = None):
-        import torch
+def _tail(text: str, n: int = 3) -> str:
+    """The last lines of an error (a remote traceback ends with the exception that matters)."""
+    lines = [ln.rstrip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:])[:1000]
 
-        from stylecore.metrics import Distance
-        from stylecore.transfer import StyleTransfer
-        from stylecore.weights import load_vgg
 
-        self.out = out
-        self.engine = StyleTransfer(device)
-        self.device = self.engine.device
-        for spec, pooling in preload:
-            load_vgg(spec, pooling, self.device)
-        self.distance = Distance.load(metric_weights, self.device)
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+class RayPool:
+    """`pipeline.scheduler.Pool` on Ray actors; Ray restarts a worker whose process dies."""
+
+    def __init__(self, n: int, args: tuple, options: dict):
+        import ray
+
+        self.size = n
+        worker = ray.remote(StyleWorker)
+        self.actors = [worker.options(**options).remote(*args) for _ in range(n)]
+
+    def run(self, slot: int, batch: Sequence[RowTask]) -> Hashable:
+        return self.actors[slot].__call__.remote(list(batch))
+
+    def ping(self, slot: int) -> Hashable:
+        return self.actors[slot].ping.remote()
+
+    def wait(self, handles: Sequence[Hashable], timeout: float) -> list[tuple[Hashable, Outcome]]:
+        import ray
+
+        ready, rest = ray.wait(list(handles), num_returns=1, timeout=timeout)
+        if ready and rest:
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        return [(h, self._outcome(h)) for h in ready]
+
+    @staticmethod
+    def _outcome(handle) -> Outcome:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
         try:
-            import ray
+            got = ray.get(handle)
+        except RayActorError as e:
+            return InitFailed(_tail(str(e))) if e.actor_init_failed else Died(_tail(str(e)))
+        except RayTaskError as e:
+            return Failed(_tail(str(e)))
+        return Done(got if isinstance(got, list) else [])
 
-            self.worker = f"{ray.get_runtime_context().get_node_id()[:8]}@{socket.gethostname()}:{os.getpid()}"
-        except Exception:
-            pass
-        self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        self._images: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+    def replace(self, slot: int) -> None:
+        import ray
 
-    def ping(self) -> str:
-        return self.worker
+        ray.kill(self.actors[slot], no_restart=False)  # Ray starts a fresh process for the actor
 
-    def __call__(self, batch: list[dict]) -> list[dict]:
-        chaos = set(filter(None, os.environ.get(CHAOS_ENV, "").split(",")))
-        started = R.now()
-        rows: list[dict] = []
-        ready: list[tuple[dict, Any]] = []
-        for p in batch:
-            if p["row_id"] in chaos:
-                os._exit(137)  # simulate a killed worker (see CHAOS_ENV)
-            try:
-                ready.append((p, self._job(p)))
-            except Exception as e:
-                rows.append(self._error(p, e, started))
-        rows += self._run_groups(ready, started)
-        try:
-            from pipeline.metrics import run_metrics
+    def close(self) -> None:
+        import ray
 
-            m = run_metrics()
-            for r in rows:
-                m.record(r, self.worker)
-        except Exception:
-            pass  # metrics are best-effort; never fail rows over them
-        R.write_part(self.out, R.to_table(rows))
-        return [{k: r[k] for k in ("row_id", "status", "error", "worker", "seconds")} for r in rows]
-
-    # -- helpers
-    def _tensor(self, uri: str, size: int | None):
-        from stylecore.images import load_tensor
-
-        key = (uri, size)
-        if key not in self._images:
-            self._images[key] = load_tensor(read_bytes(uri), size, name=uri)
-            while len(self._images) > 32:
-                self._images.popitem(last=False)
-        self._images.move_to_end(key)
-        return self._images[key]
-
-    def _job(self, p: dict):
-        from stylecore.transfer import TransferJob
-
-        params = Params.from_json(p["params"])
-        # Decode straight to the sizes the engine uses (output long side; style at style_scale):
-        # a 12-megapixel photo kept at full size in the decode cache would cost ~150 MB.
-        content = self._tensor(p["content"], params.size)
-        style_side = max(16, round(params.size * params.style_scale))
-        styles = tuple(self._tensor(s, style_side) for s in p["styles"])
-        if params.style_blend is not None and len(params.style_blend) != len(styles):
-            raise ValueError(f"style_blend has {len(params.style_blend)} weights for {len(styles)} style images")
-        return TransferJob(content, styles, params, style_keys=tuple(p["styles"]))
-
-    def _run_groups(self, ready: list[tuple[dict, Any]], started) -> list[dict]:
-        from stylecore.transfer import batch_key
-
-        groups: dict[tuple, list[tuple[dict, Any]]] = collections.defaultdict(list)
-        for p, job in ready:
-            groups[batch_key(job.params, tuple(job.content.shape[-2:]))].append((p, job))
-        rows = []
-        for items in groups.values():
-            try:
-                rows += self._run(items, started)
-            except Exception:
-                if len(items) == 1:
-                    p = items[0][0]
-                    rows.append(self._error(p, sys.exc_info()[1], started))
-                    continue
-                for item in items:  # isolate the failing row: run the rest one by one
-                    try:
-                        rows += self._run([item], started)
-                    except Exception as e:
-                        rows.append(self._error(item[0], e, started))
-        return rows
-
-    def _run(self, items: list[tuple[dict, Any]], started) -> list[dict]:
-        import torch
-
-        from stylecore.images import save_png
-        from stylecore.metrics import match_size
-
-        t0 = time.perf_counter()
-        results = self.engine.run([job for _, job in items])
-        outputs = torch.stack([r.image for r in results]).to(self.device)  # (B, 3, H, W)
-        # One batched metrics pass: each row's style and content brought to the (shared) output size.
-        styles = torch.cat([match_size(job.styles[_main_style(job)].to(self.device), outputs) for _, job in items])
-        contents = torch.cat([match_size(job.content.to(self.device), outputs) for _, job in items])
-        metrics = self.distance(outputs, styles, contents).rows()
-        rows = []
-        for (p, job), res, m in zip(items, results, metrics):
-            path = _write_image(self.out, p["row_id"], res.image, {"stxpipe:params": p["params"], "stxpipe:weights": res.weights}, save_png)
-            rows.append(result_row(
-                p, R.STATUS_OK, output=path, lpips_style=m["lpips_style"], lpips_content=m["lpips_content"],
-                gram_style=m["gram_style"], loss_content=res.losses["content"], loss_style=res.losses["style"],
-                loss_tv=res.losses["tv"], loss_total=res.losses["total"], iterations=res.steps,
-                seconds=(time.perf_counter() - t0) / len(items), weights=res.weights,
-                lpips_weights=self.distance.weights_label, device=self.device_name, worker=self.worker,
-                started_at=started, finished_at=R.now(),
-            ))
-        return rows
-
-    def _error(self, p: dict, e: BaseException | None, started) -> dict:
-        msg = f"{type(e).__name__}: {e}" if e is not None else "unknown error"
-        return result_row(p, R.STATUS_ERROR, error=msg, worker=self.worker, device=self.device_name, started_at=started, finished_at=R.now())
-
-
-def _main_style(job) -> int:
-    """The style image the Distance is measured against: the one with the largest blend weight."""
-    blend = job.params.style_blend
-    return 0 if blend is None else max(range(len(blend)), key=lambda i: blend[i])
-
-
-def _write_image(out: str, row_id: str, image, metadata: dict, save_png: Callable) -> str:
-    """`<out>/images/<row_id>.png`, atomically (local: temp + rename; object stores: one PUT)."""
-    fs, base = R.filesystem(R.join(out, "images"))
-    if "://" not in out:
-        return str(save_png(image, os.path.join(base, f"{row_id}.png"), metadata))
-    buf = io.BytesIO()
-    from stylecore.images import tensor_to_image
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    for k, v in metadata.items():
-        info.add_itxt(k, v)
-    tensor_to_image(image).save(buf, format="PNG", pnginfo=info)
-    fs.create_dir(base, recursive=True)
-    with fs.open_output_stream(R.join(base, f"{row_id}.png")) as f:
-        f.write(buf.getvalue())
-    return R.join(out, "images", f"{row_id}.png")
-
-
-# ------------------------------------------------------------------------------------ the driver
-
-
-def _connect(cfg: SubmitConfig):
-    """Start an embedded Ray (dashboard on 127.0.0.1 only) or join the given cluster."""
-    import ray
-
-    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
-    runtime_env = {"env_vars": env} if env else None
-    address = cfg.ray_address()
-    if address:
-        return ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="error"), False
-    ctx = ray.init(
-        address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=runtime_env,
-        log_to_driver=False, logging_level="error", configure_logging=True,
-        num_cpus=max(os.cpu_count() or 1, int(cfg.workers * cfg.cpus_per_worker + 0.999)),
-    )
-    return ctx, True
-
-
-class _Queue:
-    """The driver's bookkeeping: pending batches, attempts, and death-driven splitting."""
-
-    def __init__(self, batches: list[list[ManifestRow]], retries: int):
-        self.pending: collections.deque[list[dict]] = collections.deque([_payload(r, 1) for r in b] for b in batches)
-        self.retries = retries
-
-    def died(self, batch: list[dict]) -> list[dict]:
-        """A worker died running `batch`: requeue its rows one by one (to isolate a poison row),
-        returning the payloads that ran out of attempts."""
-        gave_up = []
-        for p in batch:
-            if p["attempt"] > self.retries:
-                gave_up.append(p)
-            else:
-                self.pending.append([dict(p, attempt=p["attempt"] + 1)])
-        return gave_up
-
-
-def submit(cfg: SubmitConfig, progress: bool = True, echo: Callable[[str], None] = print) -> SubmitSummary:
-    """Run every row of the manifest not yet `ok` (all with `force`); see the module docstring."""
-    t0 = time.perf_counter()
-    pl = plan(cfg)
-    summary = SubmitSummary(pl.out, skipped=pl.done)
-    if cfg.dry_run:
-        for line in pl.lines():
-            echo(line)
-        return summary
-    if not pl.to_run:
-        echo(f"nothing to run: all {pl.done} rows of {cfg.manifest} are already ok in {pl.out} (use --force to rerun)")
-        return summary
-    import ray
-
-    ctx, embedded = _connect(cfg)
-    summary.dashboard_url = getattr(ctx, "dashboard_url", None)
-    if summary.dashboard_url:
-        url = summary.dashboard_url if "://" in summary.dashboard_url else f"http://{summary.dashboard_url}"
-        echo(f"Ray dashboard: {url}")
-    actors = []
-    try:
-        out = pl.out if "://" in pl.out else os.path.abspath(pl.out)
-        summary.out = out
-        preload = sorted({(r.params.weights, r.params.pooling) for r in pl.to_run})
-        Worker = ray.remote(StyleWorker)
-        opts = dict(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, max_restarts=-1, max_task_retries=0)
-        if cfg.workers > 1:
-            opts["scheduling_strategy"] = "SPREAD"
-        actors = [Worker.options(**opts).remote(out, pl.metric_weights, preload) for _ in range(cfg.workers)]
-        _drive(actors, _Queue(make_batches(pl.to_run, cfg.batch_size), cfg.retries), out, len(pl.to_run), summary, progress)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        echo("\ninterrupted: finished rows are saved; run the same command again to finish the rest")
-    finally:
-        for a in actors:
+        for a in self.actors:
             try:
                 ray.kill(a)
             except Exception:
-                pass
-        if embedded:
-            ray.shutdown()
+                pass  # already gone
+
+
+class _Results:
+    """The driver's side of results: parts with sequence numbers, counts and the progress bar."""
+
+    def __init__(self, out: str, total: int, summary: SubmitSummary, progress: bool):
+        from tqdm import tqdm
+
+        self.out, self.total, self.summary = out, total, summary
+        self.seq = itertools.count(R.next_seq(out))
+        self.bar = tqdm(total=total, unit="row", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+
+    def rows(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        for r in rows:
+            r["seq"] = next(self.seq)
+        R.write_part(self.out, R.to_table(rows))
+        s = self.summary
+        for r in rows:
+            s.ok += r["status"] == R.STATUS_OK
+            s.failed += r["status"] != R.STATUS_OK
+            if r.get("worker"):
+                s.workers.add(r["worker"])
+        self.bar.set_postfix(ok=s.ok, failed=s.failed, left=self.total - s.ok - s.failed, refresh=False)
+        self.bar.n = s.ok + s.failed
+        self.bar.refresh()
+
+    def failed(self, items: list[tuple[RowTask, str]]) -> None:
+        self.rows([error_row(t, message) for t, message in items])
+
+
+# ------------------------------------------------------------------------------------ submit
+
+
+def submit(cfg: SubmitConfig, progress: bool = True, echo: Callable[[str], None] = print) -> SubmitSummary:
+    """Run every row of the manifest not yet `ok` (all with `force`); see the module docstring.
+    Raises ManifestError, PreflightError, OutputLockedError, ResourceError or NoWorkersError
+    (each message names the cause and the fix); finished rows are kept whatever happens."""
+    from pipeline.preflight import check_output_writable
+
+    t0 = time.perf_counter()
+    if cfg.dry_run:
+        pl = plan(cfg, say=echo)
+        for line in [*pl.notes, *pl.lines()]:
+            echo(line)
+        return SubmitSummary(pl.out, skipped=pl.done)
+    out = cfg.output()
+    out = out if "://" in out else os.path.abspath(out)
+    check_output_writable(out)
+    with R.lock_output(out, echo=echo):  # before planning: which rows are done can't change under us
+        pl = plan(cfg, say=echo)
+        for note in pl.notes:
+            echo(note)
+        summary = SubmitSummary(out, skipped=pl.done)
+        if not pl.to_run:
+            echo(f"nothing to run: all {pl.done} rows of {cfg.manifest} are already ok in {out} (use --force to rerun)")
+            return summary
+        _run(cfg, pl, out, summary, progress, echo)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _drive(actors, queue: _Queue, out: str, total: int, summary: SubmitSummary, progress: bool) -> None:
-    """Feed batches to idle actors; record results; on a worker death requeue its rows and wait
-    (by pinging) until Ray has restarted that actor before giving it more work."""
+def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress: bool, echo: Callable[[str], None]) -> None:
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
-    from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="row", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    idle = list(actors)
-    inflight: dict[Any, tuple[Any, list[dict] | None]] = {}  # ref -> (actor, batch; None = a ping)
-    deadline: dict[Any, float] = {}  # actor -> give up waiting for its restart after this time
+    from pipeline import ray_session
+    from pipeline.preflight import input_problems
 
-    def record(rows: Iterable[dict]) -> None:
-        for r in rows:
-            if r["status"] == R.STATUS_OK:
-                summary.ok += 1
-            else:
-                summary.failed += 1
-            if r.get("worker"):
-                summary.workers.add(r["worker"])
-        bar.set_postfix(ok=summary.ok, failed=summary.failed, left=total - summary.ok - summary.failed, refresh=False)
-        bar.n = summary.ok + summary.failed
-        bar.refresh()
-
-    def fail(rows: list[dict]) -> None:
-        R.write_part(out, R.to_table(rows))
-        record(rows)
-
+    sink = _Results(out, len(pl.to_run), summary, progress)
+    bad = input_problems(pl.to_run)  # a missing file is that row's error, found before Ray starts
+    if bad:
+        echo(f"{len(bad)} row(s) have unusable input files; recorded as errors: " + "; ".join(
+            f"row {i}: {msg}" for i, msg in list(bad.items())[:3]) + (" ..." if len(bad) > 3 else ""))
+        sink.failed([(task_for(r), bad[r.index]) for r in pl.to_run if r.index in bad])
+    rows = [r for r in pl.to_run if r.index not in bad]
+    if not rows:
+        sink.bar.close()
+        return
+    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
+    cpus = max(os.cpu_count() or 1, int(cfg.workers * cfg.cpus_per_worker + 0.999))
+    ctx, embedded = ray_session.connect(cfg.ray_address(), cpus, {"env_vars": env} if env else None)
+    pool: RayPool | None = None
     try:
-        while queue.pending or any(b is not None for _, b in inflight.values()):
-            while idle and queue.pending:
-                actor, batch = idle.pop(0), queue.pending.popleft()
-                inflight[actor.__call__.remote(batch)] = (actor, batch)
-            if not inflight:
-                raise RuntimeError("every worker failed to restart; rerun the same command to finish the remaining rows")
-            done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            for ref in done:
-                actor, batch = inflight.pop(ref)
-                try:
-                    got = ray.get(ref)
-                except RayActorError:
-                    if batch is not None:  # the worker died running this batch
-                        gave_up = queue.died(batch)
-                        if gave_up:
-                            fail([result_row(p, R.STATUS_ERROR, finished_at=R.now(), error=(
-                                f"worker process died {p['attempt']} time(s) while running this row; "
-                                f"giving up after {queue.retries} retries")) for p in gave_up])
-                        deadline[actor] = time.time() + 300
-                    elif time.time() > deadline.get(actor, 0):
-                        continue  # never came back: drop this actor
-                    time.sleep(0.5)
-                    inflight[actor.ping.remote()] = (actor, None)  # idle again once it answers
-                    continue
-                except RayTaskError as e:  # a bug outside the per-row guards: record, go on
-                    msg = str(e).strip().splitlines()[-1][:500]
-                    fail([result_row(p, R.STATUS_ERROR, error=f"worker failure: {msg}", finished_at=R.now()) for p in batch or []])
-                    got = []
-                if batch is not None:
-                    record(got)
-                idle.append(actor)
+        summary.dashboard_url = getattr(ctx, "dashboard_url", None)
+        if summary.dashboard_url:
+            url = summary.dashboard_url if "://" in summary.dashboard_url else f"http://{summary.dashboard_url}"
+            echo(f"Ray dashboard: {url}")
+        ray_session.check_resources(cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker)
+        if not embedded and "://" not in out:
+            ray_session.check_shared_output(out)
+        preload = sorted({(r.params.weights, r.params.pooling) for r in rows})
+        opts: dict[str, Any] = dict(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, max_restarts=-1, max_task_retries=0)
+        if cfg.workers > 1:
+            opts["scheduling_strategy"] = "SPREAD"
+        pool = RayPool(cfg.workers, (out, pl.metric_weights, preload), opts)
+        batches = [[task_for(r, cfg.row_timeout) for r in b] for b in make_batches(rows, cfg.batch_size)]
+        sched = SchedulerConfig(retries=cfg.retries, start_timeout_s=cfg.start_timeout)
+        try:
+            Scheduler(pool, batches, sink.rows, sink.failed, sched).run()
+        finally:
+            sink.bar.close()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        echo("\ninterrupted: finished rows are saved; run the same command again to finish the rest")
     finally:
-        bar.close()
+        if pool is not None:
+            pool.close()
+        if embedded:
+            ray.shutdown()

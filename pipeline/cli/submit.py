@@ -8,7 +8,11 @@ import typer
 
 from pipeline.cli.common import friendly_errors
 from pipeline.manifest import ManifestError
+from pipeline.preflight import PreflightError
+from pipeline.ray_session import ResourceError, SharedOutputError
+from pipeline.results import OutputLockedError
 from pipeline.runner import SubmitConfig, submit as run_submit
+from pipeline.scheduler import NoWorkersError
 
 _D = SubmitConfig(manifest="")
 
@@ -23,7 +27,9 @@ def submit(
     batch_size: int = typer.Option(_D.batch_size, min=1, help="Rows per batch (rows of one output size optimise together)."),
     weights: Optional[str] = typer.Option(None, help="Weight set for rows that name none (e.g. vgg16-hed offline)."),
     lpips_weights: Optional[str] = typer.Option(None, help="LPIPS backbone for rows that name none, and for the Distance metrics."),
-    retries: int = typer.Option(_D.retries, min=0, help="Retries of a row whose worker process died."),
+    retries: int = typer.Option(_D.retries, min=0, help="Extra attempts of a row whose worker process died while it ran alone."),
+    row_timeout: Optional[float] = typer.Option(None, min=1, help="Seconds a row may take before its batch is cancelled and retried alone [default: from size x iterations, generous]."),
+    start_timeout: float = typer.Option(_D.start_timeout, min=1, help="Seconds a worker may take to start (models loaded) or restart."),
     force: bool = typer.Option(False, "--force", help="Rerun rows that are already ok."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid rows of a manifest with invalid ones."),
@@ -33,9 +39,9 @@ def submit(
     cfg = SubmitConfig(
         manifest=manifest, out=out, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker, batch_size=batch_size, weights=weights, lpips_weights=lpips_weights,
-        retries=retries, force=force, dry_run=dry_run, skip_invalid=skip_invalid,
+        retries=retries, row_timeout=row_timeout, start_timeout=start_timeout, force=force, dry_run=dry_run, skip_invalid=skip_invalid,
     )
-    with friendly_errors(ManifestError):
+    with friendly_errors(ManifestError, PreflightError, OutputLockedError, ResourceError, SharedOutputError, NoWorkersError):
         summary = run_submit(cfg, progress=progress, echo=typer.echo)
     if not dry_run:
         typer.echo(summary.line())

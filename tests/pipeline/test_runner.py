@@ -89,39 +89,33 @@ def test_missing_and_corrupt_images_become_error_rows(tmp_path, samples, hed):
     assert sum(x["status"] == "ok" for x in rows.values()) == 2
 
 
-def _worker_pids() -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if cmd.startswith("ray::StyleWorker"):
-                pids.append(int(p.name))
-    return pids
+def _pid_of(worker: str) -> int:
+    """The pid in a results row's `worker` ("<node>@<host>:<pid>"): a worker of this run."""
+    return int(worker.rsplit(":", 1)[1])
 
 
-def test_killed_worker_is_replaced_and_every_row_ends_ok_once(tmp_path, samples, hed):
-    m = _manifest(tmp_path / "m.parquet", samples, 6, iterations=15)
+def test_killed_worker_is_replaced_and_its_batch_retried(tmp_path, samples, hed):
+    m = _manifest(tmp_path / "m.parquet", samples, 6, iterations=40)
     out = tmp_path / "out"
     box: dict = {}
-    th = threading.Thread(target=lambda: box.update(s=submit(SubmitConfig(str(m), str(out), workers=1, batch_size=2), progress=False)))
+    th = threading.Thread(target=lambda: box.update(s=submit(SubmitConfig(str(m), str(out), workers=1, batch_size=1), progress=False)))
     th.start()
     killed = None
-    deadline = time.time() + 120
-    while time.time() < deadline and killed is None:
-        pids = _worker_pids()
-        if pids and R.part_paths(str(out)):  # a worker is up and has finished a batch
-            os.kill(pids[0], signal.SIGKILL)
-            killed = pids[0]
-        time.sleep(0.2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and killed is None:
+        if R.part_paths(str(out)):  # the run's own worker is up and has finished a row
+            killed = _pid_of(_all_rows(out)[0]["worker"])
+            time.sleep(0.5)  # it has taken its next row by now (rows take seconds here)
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.1)
     th.join(300)
     assert killed is not None and not th.is_alive()
     assert box["s"].ok == 6 and box["s"].failed == 0
     rows = _all_rows(out)
     oks = [r["row_id"] for r in rows if r["status"] == "ok"]
-    assert len(oks) == 6 and len(set(oks)) == 6
+    assert len(oks) == 6 and len(set(oks)) == 6  # every row ok exactly once
+    assert any(r["attempt"] == 2 for r in rows)  # the row the kill interrupted ran again
+    assert len({r["worker"] for r in rows}) == 2 and killed in {_pid_of(r["worker"]) for r in rows}
 
 
 def test_a_row_that_keeps_killing_workers_ends_as_error(tmp_path, samples, hed, monkeypatch):
@@ -134,7 +128,22 @@ def test_a_row_that_keeps_killing_workers_ends_as_error(tmp_path, samples, hed, 
     s = submit(SubmitConfig(str(m), str(out), workers=1, batch_size=3, retries=1), progress=False)
     assert (s.ok, s.failed) == (2, 1)
     rows = {r["row_id"]: r for r in R.read_results(str(out)).to_pylist()}
-    assert rows[poison]["status"] == "error" and "worker process died 2 time(s)" in rows[poison]["error"]
+    assert rows[poison]["status"] == "error" and "worker process died 2 time(s) while running this row alone" in rows[poison]["error"]
+    assert all(r["attempt"] == 2 for rid, r in rows.items() if rid != poison)  # batch-mates: once more, alone
+
+
+def test_retries_zero_from_the_cli_never_fails_the_batch_mates_of_a_crashed_row(tmp_path, samples, hed, monkeypatch):
+    m = _manifest(tmp_path / "m.parquet", samples, 3)
+    from pipeline.manifest import read_manifest
+
+    poison = read_manifest(m)[0].row_id
+    monkeypatch.setenv(CHAOS_ENV, poison)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["submit", str(m), "--out", str(out), "--no-progress", "--batch-size", "3", "--retries", "0"])
+    assert r.exit_code == 2, r.output
+    rows = {x["row_id"]: x for x in R.read_results(str(out)).to_pylist()}
+    assert rows[poison]["status"] == "error" and "died 1 time(s)" in rows[poison]["error"]
+    assert sorted(x["status"] for rid, x in rows.items() if rid != poison) == ["ok", "ok"]
 
 
 def test_killed_driver_then_resubmit_finishes_without_redoing_rows(tmp_path, samples, hed):
@@ -143,18 +152,15 @@ def test_killed_driver_then_resubmit_finishes_without_redoing_rows(tmp_path, sam
     cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(m), "--out", str(out), "--no-progress", "--batch-size", "1"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 150
-        while time.time() < deadline and not R.part_paths(str(out)):
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not R.part_paths(str(out)):
             time.sleep(0.2)
         assert R.part_paths(str(out)), "no row finished in time"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray it started
         proc.wait()
-    # Worker processes run in sessions of their own and exit when their raylet is gone; one may
-    # still finish the row it had, so wait for them as a user resubmitting later would.
-    deadline = time.time() + 60
-    while _worker_pids() and time.time() < deadline:
-        time.sleep(0.5)
+    # The killed driver's workers may still finish the row they had, but only a driver writes
+    # results, so nothing of theirs can land; its lock names a dead pid, which the next submit takes over.
     first = {r["row_id"] for r in _all_rows(out) if r["status"] == "ok"}
     assert 1 <= len(first) < 6
     s = submit(SubmitConfig(str(m), str(out)), progress=False)
@@ -197,8 +203,8 @@ def two_node_cluster(tmp_path, monkeypatch):
                     os.killpg(p.pid, sig)
                 except ProcessLookupError:
                     pass
-            deadline = time.time() + 5
-            while time.time() < deadline and any(p.poll() is None for p in procs):
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and any(p.poll() is None for p in procs):
                 time.sleep(0.2)
         for p in procs:
             p.wait(10)
@@ -206,8 +212,8 @@ def two_node_cluster(tmp_path, monkeypatch):
 
 
 def _group_gone(pgid: int, timeout: float = 15) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -217,8 +223,8 @@ def _group_gone(pgid: int, timeout: float = 15) -> bool:
 
 
 def _wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -232,7 +238,7 @@ def test_two_node_cluster_runs_rows_on_both_nodes_and_exports_metrics(tmp_path, 
     address, metric_ports = two_node_cluster
     wait = (
         "import ray, time, sys; ray.init(address=sys.argv[1], logging_level='error'); t = time.time() + 60\n"
-        "while len([n for n in ray.nodes() if n['Alive']]) < 2 and time.time() < t: time.sleep(0.5)\n"
+        "while len([n for n in ray.nodes() if n['Alive']]) < 2 and time.monotonic() < t: time.sleep(0.5)\n"
         "sys.exit(0 if len([n for n in ray.nodes() if n['Alive']]) == 2 else 1)"
     )
     assert subprocess.run([sys.executable, "-c", wait, address], timeout=120).returncode == 0, "second node did not join"
@@ -246,8 +252,8 @@ def test_two_node_cluster_runs_rows_on_both_nodes_and_exports_metrics(tmp_path, 
     nodes = {w.split("@")[0] for w in t.column("worker").to_pylist()}
     assert len(nodes) == 2, nodes  # rows ran on both nodes
     text = ""
-    deadline = time.time() + 60
-    while time.time() < deadline and "stxpipe_rows_total" not in text:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "stxpipe_rows_total" not in text:
         text = "".join(urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode() for p in metric_ports)
         time.sleep(1)
     assert "stxpipe_rows_total" in text and "stxpipe_row_seconds" in text
@@ -259,8 +265,8 @@ def test_ctrl_c_stops_cleanly_and_a_later_submit_finishes(tmp_path, samples, hed
     cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(m), "--out", str(out), "--no-progress", "--batch-size", "1"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 150
-        while time.time() < deadline and not R.part_paths(str(out)):
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not R.part_paths(str(out)):
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)  # Ctrl-C: to the driver, as a terminal would
         output, _ = proc.communicate(timeout=60)
