@@ -1023,20 +1023,23 @@ def format_problems(problems: Sequence[Problem]) -> list[str]:
     lines = []
     for (column, message), rows in groups.items():
         nums = sorted(r for r in rows if r is not None)
-        where = "manifest" if not nums else ("row " if len(nums) == 1 else "rows ") + _ranges(nums)
+        where = "manifest" if not nums else ("row " if len(nums) == 1 else "rows ") + row_ranges(nums)
         lines.append(f"{where}, {column}: {message}")
     return lines
 
 
-def _ranges(nums: list[int]) -> str:
+def row_ranges(nums: Sequence[int], limit: int | None = None) -> str:
+    """`0-9999`, or `1, 3, 5-9`; past `limit` runs: `…, (N rows)`. `nums` sorted, unique."""
     parts, start, prev = [], nums[0], nums[0]
-    for x in nums[1:] + [None]:
+    for x in [*nums[1:], None]:
         if x is not None and x == prev + 1:
             prev = x
             continue
         parts.append(str(start) if start == prev else f"{start}-{prev}")
         if x is not None:
             start = prev = x
+    if limit is not None and len(parts) > limit:
+        return ", ".join(parts[:limit]) + f", … ({len(nums)} rows)"
     return ", ".join(parts)
 
 

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from pipeline.manifest import ManifestRow, is_uri
+from pipeline.manifest import ManifestRow, is_uri, row_ranges
 
 if TYPE_CHECKING:
     from stylecore.params import Params
@@ -57,16 +57,7 @@ def rows_text(indices: Iterable[int], limit: int = 8) -> str:
     nums = sorted(set(indices))
     if not nums:
         return "no rows"
-    runs: list[str] = []
-    start = prev = nums[0]
-    for x in nums[1:] + [None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        runs.append(str(start) if start == prev else f"{start}-{prev}")
-        if x is not None:
-            start = prev = x
-    text = ", ".join(runs[:limit]) + (f", … ({len(nums)} rows)" if len(runs) > limit else "")
+    text = row_ranges(nums, limit)
     return ("row " if len(nums) == 1 else "rows ") + text
 
 

@@ -56,6 +56,7 @@ def start_embedded(num_cpus: int, runtime_env: dict | None, log_to_driver: bool 
 
     _secure_token_file()
     _sync_auth_mode()
+    _saved_auth[:] = [os.environ.get("RAY_AUTH_MODE")]  # ray.init may set it: undone by shutdown()
     saved_flag, saved_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_CLUSTER_ENV)
     ray_constants.ENABLE_RAY_CLUSTER = False  # keeps resolve_ip_for_localhost from undoing loopback
     os.environ[_CLUSTER_ENV] = "0"  # the same, for the daemons spawned below (they inherit it)
@@ -92,6 +93,28 @@ def connect(address: str | None, num_cpus: int, runtime_env: dict | None) -> tup
         return start_embedded(num_cpus, runtime_env), True
     ctx = ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="error")
     return ctx, False
+
+
+_saved_auth: list[str | None] = []
+
+
+def shutdown() -> None:
+    """Stop this process's Ray session. After an embedded one, put back the RAY_AUTH_MODE that
+    ray.init changed (it turns token auth on for a new local cluster), so a later connect to a
+    cluster without auth, in the same process, still works."""
+    import ray
+
+    ray.shutdown()
+    if _saved_auth:
+        before = _saved_auth.pop()
+        if before != os.environ.get("RAY_AUTH_MODE"):
+            if before is None:
+                os.environ.pop("RAY_AUTH_MODE", None)
+            else:
+                os.environ["RAY_AUTH_MODE"] = before
+            from ray._raylet import Config
+
+            Config.initialize("")  # re-read the environment, as _sync_auth_mode does
 
 
 def _sync_auth_mode() -> None:

@@ -298,8 +298,6 @@ def submit(cfg: SubmitConfig, progress: bool = True, echo: Callable[[str], None]
 
 
 def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress: bool, echo: Callable[[str], None]) -> None:
-    import ray
-
     from pipeline import ray_session
     from pipeline.preflight import input_problems
 
@@ -343,4 +341,4 @@ def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress
         if pool is not None:
             pool.close()
         if embedded:
-            ray.shutdown()
+            ray_session.shutdown()
