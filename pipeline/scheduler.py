@@ -40,9 +40,9 @@ class RowTask:
     deaths: int = 0  # workers that died while this row ran alone
     timeouts: int = 0
 
-    def again(self, **changes: int) -> "RowTask":
+    def again(self) -> "RowTask":
         """The next attempt of this row."""
-        return dataclasses.replace(self, attempt=self.attempt + 1, **changes)
+        return dataclasses.replace(self, attempt=self.attempt + 1)
 
 
 # What a pool reports for a batch (or a ping, which reports Done with no rows).
@@ -208,7 +208,7 @@ class Scheduler:
         if len(batch) > 1:  # which row killed it is unknown: isolate every row, not counted
             self.pending.extend([t.again()] for t in batch)
             return
-        t = batch[0].again(deaths=batch[0].deaths + 1)
+        t = dataclasses.replace(batch[0], deaths=batch[0].deaths + 1)
         if t.deaths > self.cfg.retries:
             self.on_failed([(t, (
                 f"worker process died {t.deaths} time(s) while running this row alone; gave up after "
@@ -216,7 +216,7 @@ class Scheduler:
                 f"memory at this size); try a smaller size. Last: {reason}"
             ))])
         else:
-            self.pending.append([t])
+            self.pending.append([t.again()])
 
     def _expire(self, now: float) -> None:
         for i, s in enumerate(self.slots):
@@ -235,14 +235,14 @@ class Scheduler:
     def _timed_out(self, batch: list[RowTask]) -> None:
         total = sum(t.budget_s for t in batch)
         for t in batch:
-            t = t.again(timeouts=t.timeouts + 1)
+            t = dataclasses.replace(t, timeouts=t.timeouts + 1)
             if t.timeouts >= 2:
                 self.on_failed([(t, (
                     f"timed out after {total:.0f} s, its second timeout (each timed-out row is retried alone "
                     f"once); raise --row-timeout (seconds per row), or lower size or iterations"
                 ))])
             else:
-                self.pending.append([t])
+                self.pending.append([t.again()])
 
     def _gone(self, i: int, reason: str) -> None:
         s = self.slots[i]

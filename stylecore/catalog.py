@@ -294,7 +294,9 @@ def _download(ws: WeightSet, timeout: float, bar: bool, say: Callable[[str], Non
     say(f"{ws.name}: downloading {url}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")  # unique: we hold the lock
     try:
-        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+        # A fresh opener per download: urlopen's global one keeps the proxy settings of its first
+        # use in this process, so a later change of http(s)_proxy would be ignored.
+        with open(tmp, "wb") as f, urllib.request.build_opener().open(url, timeout=timeout) as r:
             total = int(r.headers.get("Content-Length") or 0) or None
             h, done, step = hashlib.sha256(), 0, 1
             with tqdm(total=total, unit="B", unit_scale=True, desc=ws.name, file=sys.stderr, disable=not bar) as t:

@@ -254,7 +254,9 @@ def test_two_node_cluster_runs_rows_on_both_nodes_and_exports_metrics(tmp_path, 
     text = ""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "stxpipe_rows_total" not in text:
-        text = "".join(urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode() for p in metric_ports)
+        # A fresh opener: urlopen's global one keeps the proxy env of its first use in this process.
+        opener = urllib.request.build_opener()
+        text = "".join(opener.open(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode() for p in metric_ports)
         time.sleep(1)
     assert "stxpipe_rows_total" in text and "stxpipe_row_seconds" in text
 
