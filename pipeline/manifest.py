@@ -27,12 +27,9 @@ import hashlib
 import itertools
 import json
 import os
-import posixpath
 import re
-import stat
 import types
 import typing
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +39,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline import storage
+from pipeline.storage import _filesystem, is_uri, local_file_problem, read_bytes  # noqa: F401 - re-exported
 from stylecore.params import MAX_STYLES, ParamError, Params, param_field, parse_params_json
 
 REQUIRED_COLUMNS = ("content", "style")
@@ -53,8 +52,6 @@ ROW_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 ROW_ID_CHARS = 16
 
-# `scheme://...` (two or more letters, so a Windows drive `C:\` is never taken for a scheme).
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
 
 
 class ManifestError(ValueError):
@@ -136,38 +133,8 @@ class ValidationReport:
 # Paths and URIs
 
 
-def is_uri(s: str) -> bool:
-    """True for `scheme://...` strings (s3://, gs://, file://, hdfs://...)."""
-    return bool(_URI.match(s))
-
-
-def _file_uri_to_path(uri: str) -> str:
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.netloc not in ("", "localhost"):
-        raise ValueError(f"file URI '{uri}' names host '{parsed.netloc}'; only local file:// URIs are supported")
-    return urllib.parse.unquote(parsed.path)
-
-
-def resolve_path(ref: str, base: str) -> str:
-    """Resolve a manifest entry: `file://` becomes a local path, other URIs stay as they are,
-    local relative paths are joined to `base` (the manifest's folder, a local path or a URI)."""
-    if is_uri(ref):
-        return _file_uri_to_path(ref) if ref.lower().startswith("file://") else ref
-    ref = os.path.expanduser(ref)
-    if os.path.isabs(ref):
-        return os.path.normpath(ref)
-    if is_uri(base):
-        scheme, rest = base.split("://", 1)
-        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, ref))}"
-    return os.path.normpath(os.path.join(base, ref))
-
-
-def _manifest_dir(path: str) -> str:
-    """The folder relative paths in the manifest at `path` resolve against."""
-    if is_uri(path) and not path.lower().startswith("file://"):
-        return path.rstrip("/").rsplit("/", 1)[0]
-    local = _file_uri_to_path(path) if is_uri(path) else path
-    return os.path.dirname(os.path.abspath(local))
+resolve_path = storage.resolve
+_manifest_dir = storage.parent
 
 
 def row_id_problem(row_id: str) -> str | None:
@@ -193,22 +160,7 @@ def safe_output_path(out_root: str, row_id: str, suffix: str = ".png") -> str:
         raise ValueError(why)
     if not re.fullmatch(r"(\.[A-Za-z0-9]{1,16})*", suffix):
         raise ValueError(f"suffix {suffix!r} must be empty or like '.png'")
-    name = row_id + suffix
-    if is_uri(out_root) and not out_root.lower().startswith("file://"):
-        u = urllib.parse.urlsplit(out_root)  # keeps ?endpoint_override=... and the like
-        root = u.path.rstrip("/")
-        if ".." in root.split("/"):
-            raise ValueError(f"output root {out_root!r} contains a '..' segment; give it without one")
-        joined = posixpath.normpath(f"{root}/{name}")
-        if ".." in joined.split("/") or posixpath.dirname(joined) != posixpath.normpath(root or "/"):
-            raise ValueError(f"output path for row_id {row_id!r} would lie outside {out_root}")
-        return urllib.parse.urlunsplit((u.scheme, u.netloc, joined, u.query, u.fragment))
-    local = _file_uri_to_path(out_root) if is_uri(out_root) else out_root
-    root = os.path.realpath(local)
-    target = os.path.realpath(os.path.join(root, name))
-    if os.path.dirname(target) != root:
-        raise ValueError(f"output path for row_id {row_id!r} resolves to {target}, outside {root}; remove the link or rename the row")
-    return target
+    return storage.child_path(out_root, row_id + suffix, what=f"row_id {row_id!r}")
 
 
 def reserved_result_columns() -> tuple[str, ...]:
@@ -233,84 +185,6 @@ def _reserved_problem(names: Iterable[str]) -> Problem | None:
         f"column name(s) reserved: the results table has columns of these names, which the engine fills; "
         f"rename them, e.g. {renames}",
     )
-
-
-@functools.lru_cache(maxsize=32)
-def _filesystem(root: str) -> pafs.FileSystem:
-    # One filesystem object per scheme+bucket: creating an S3/GCS filesystem resolves
-    # credentials and regions, far too slow to repeat for every image of a batch.
-    fs, _ = pafs.FileSystem.from_uri(root + "/")
-    return fs
-
-
-def _fs_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
-    scheme, rest = uri.split("://", 1)
-    if scheme.lower() in ("s3", "gs", "gcs"):
-        # Object stores: pyarrow's path is "bucket/key", and the filesystem is per bucket.
-        return _filesystem(f"{scheme}://{rest.split('/', 1)[0]}"), rest
-    return pafs.FileSystem.from_uri(uri)
-
-
-def read_bytes(uri: str | os.PathLike) -> bytes:
-    """The bytes of a local path, `file://` URI, or any URI pyarrow.fs can open (s3://, gs://).
-
-    Raises FileNotFoundError naming the file when it does not exist."""
-    s = os.fspath(uri)
-    if not is_uri(s) or s.lower().startswith("file://"):
-        local = _file_uri_to_path(s) if is_uri(s) else s
-        with _open_local(local, s) as f:
-            return f.read()
-    fs, path = _fs_and_path(s)
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.readall()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such file: {s}") from None
-    except OSError as e:
-        # pyarrow reports a missing object as a generic OSError on some stores.
-        if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            raise FileNotFoundError(f"no such file: {s}") from None
-        raise OSError(f"cannot read {s}: {e}") from None
-
-
-def local_file_problem(path: str) -> str | None:
-    """Why the local `path` cannot be read as a file (missing, a folder, a FIFO, a device), or
-    None. Only stats it: never opens (a FIFO would block the reader)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return f"file not found: {path}"
-    except OSError as e:
-        return f"cannot read {path}: {e.strerror or e}"
-    if stat.S_ISREG(mode):
-        return None
-    kind = (
-        "a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-        else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-        else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
-    )
-    return f"{path} is {kind}, not a regular file; give the path of an image file"
-
-
-def _open_local(local: str, label: str):
-    """Open a local regular file for reading without blocking on FIFOs or devices: stat first,
-    open non-blocking, check the opened descriptor. Raises FileNotFoundError / OSError naming
-    `label`."""
-    why = local_file_problem(local)
-    if why:
-        if why.startswith("file not found"):
-            raise FileNotFoundError(f"no such file: {label}")
-        raise OSError(why)
-    fd = os.open(local, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
-            raise OSError(f"{label} is not a regular file; give the path of an image file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -512,11 +386,11 @@ def write_manifest(rows: Iterable[RowSpec | ManifestRow | Mapping[str, Any]], pa
         columns[name] = pa.array([s.extra.get(name) for s in specs])
     table = pa.table(columns)
     out = os.fspath(path)
-    if is_uri(out) and not out.lower().startswith("file://"):
-        fs, p = _fs_and_path(out)
+    if storage.is_remote(out):
+        fs, p = storage.filesystem(out)
         pq.write_table(table, p, filesystem=fs)
     else:
-        local = _file_uri_to_path(out) if is_uri(out) else out
+        local = storage.local_path(out)
         Path(local).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, local)
     return table
@@ -535,10 +409,10 @@ def _blend_problems(params: Params, n_styles: int) -> list[tuple[str, str]]:
 
 
 def _read_table(path: str) -> pa.Table:
-    if is_uri(path) and not path.lower().startswith("file://"):
-        fs, p = _fs_and_path(path)
+    if storage.is_remote(path):
+        fs, p = storage.filesystem(path)
         return pq.read_table(p, filesystem=fs)
-    local = _file_uri_to_path(path) if is_uri(path) else path
+    local = storage.local_path(path)
     return pq.read_table(local)
 
 
@@ -884,7 +758,7 @@ def expand_inputs(items: Iterable[str], what: str, base: str | None = None) -> l
     stay URIs), in order, without repeats. Raises FileNotFoundError for what matches nothing."""
     out: list[str] = []
     for item in items:
-        if is_uri(item) and not item.lower().startswith("file://"):
+        if storage.is_remote(item):
             found = _expand_remote(item)
         else:
             local = resolve_path(item, base or os.getcwd())
@@ -906,7 +780,7 @@ def expand_inputs(items: Iterable[str], what: str, base: str | None = None) -> l
 def _expand_remote(uri: str) -> list[str]:
     if _has_glob(uri):
         raise ValueError(f"'{uri}': globs are supported for local paths only; give a folder URI or list the files")
-    fs, path = _fs_and_path(uri)
+    fs, path = storage.filesystem(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.Directory:
         scheme = uri.split("://", 1)[0]

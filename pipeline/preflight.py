@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-import urllib.parse
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from pipeline.manifest import ManifestRow, is_uri, row_ranges
+from pipeline import storage
+from pipeline.manifest import ManifestRow, row_ranges
 
 if TYPE_CHECKING:
     from stylecore.params import Params
@@ -252,13 +252,11 @@ def _remote_problems(uris: Sequence[str]) -> dict[str, str]:
     """One batched get_file_info per filesystem (per bucket for object stores)."""
     import pyarrow.fs as pafs
 
-    from pipeline.manifest import _fs_and_path
-
     groups: dict[int, tuple[object, list[tuple[str, str]]]] = {}
     out: dict[str, str] = {}
     for u in uris:
         try:
-            fs, path = _fs_and_path(u)
+            fs, path = storage.filesystem(u)
         except Exception as e:  # noqa: BLE001 - unknown scheme, no credentials: name the file
             out[u] = f"cannot open its filesystem ({type(e).__name__}: {e})"
             continue
@@ -292,8 +290,8 @@ def _where(rows: Sequence[ManifestRow]) -> dict[str, dict[str, list[int]]]:
 
 def _file_problems(uris: Iterable[str]) -> dict[str, str]:
     uris = list(uris)
-    problems = {u: p for u in uris if not is_uri(u) and (p := _local_problem(u)) is not None}
-    problems.update(_remote_problems([u for u in uris if is_uri(u)]))
+    problems = {u: p for u in uris if not storage.is_uri(u) and (p := _local_problem(u)) is not None}
+    problems.update(_remote_problems([u for u in uris if storage.is_uri(u)]))
     return problems
 
 
@@ -342,10 +340,10 @@ def _existing_parent(path: str) -> str:
 def check_output_writable(out: str) -> None:
     """The output root can be created and written: a probe file (local) or object (URI) is
     written and deleted. Raises PreflightError naming the root and the fix."""
-    if is_uri(out) and not out.lower().startswith("file://"):
+    if storage.is_remote(out):
         _check_uri_output(out)
         return
-    local = os.path.abspath(os.path.expanduser(urllib.parse.unquote(urllib.parse.urlparse(out).path) if is_uri(out) else out))
+    local = os.path.abspath(os.path.expanduser(storage.local_path(out)))
     fix = f"choose another --out, or make {_existing_parent(local)} writable"
     for d in (local, os.path.join(local, "images"), os.path.join(local, "results")):
         if os.path.lexists(d) and not os.path.isdir(d):
@@ -365,10 +363,8 @@ def check_output_writable(out: str) -> None:
 
 
 def _check_uri_output(out: str) -> None:
-    from pipeline.results import filesystem
-
     try:
-        fs, path = filesystem(out)
+        fs, path = storage.filesystem(out)
         fs.create_dir(path, recursive=True)
         probe = f"{path.rstrip('/')}/.stxpipe-probe-{uuid.uuid4().hex}"
         with fs.open_output_stream(probe) as f:

@@ -26,7 +26,8 @@ import secrets
 import socket
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlparse
+
+from pipeline import storage
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,7 @@ def check_resources(
 # ------------------------------------------------------------------------------------ shared --out
 
 
-def _is_uri(out: str) -> bool:
-    return urlparse(out).scheme not in ("", "file")
+_is_uri = storage.is_remote  # a remote URI: nothing to check for sharing (file:// is local)
 
 
 def _read_marker(path: str, token: str) -> tuple[bool, str, str]:
@@ -260,7 +260,7 @@ def check_shared_output(out: str, timeout_s: float = 60.0, *, _read_root: str | 
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    root = Path(urlparse(out).path if out.startswith("file://") else out).expanduser().resolve()
+    root = Path(storage.local_path(out)).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
     marker = root / f"{_MARKER_PREFIX}{token}"

@@ -35,7 +35,7 @@ from typing import Any
 
 from pipeline import query as Q
 from pipeline import results as R
-from pipeline.manifest import is_uri, read_bytes
+from pipeline import storage
 
 THUMB_PX = 160
 _SORTABLE = Q.METRICS
@@ -70,10 +70,10 @@ class _Thumbs:
         self.missing: dict[str, str] = {}  # source -> reason
 
     def _locate(self, src: str) -> str:
-        if is_uri(src) or os.path.isabs(src) or os.path.exists(src):
+        if storage.is_uri(src) or os.path.isabs(src) or os.path.exists(src):
             return src
-        alt = R.join(self.out, src)  # a path stored relative to the output folder
-        return alt if is_uri(alt) or os.path.exists(alt) else src
+        alt = storage.join(self.out, src)  # a path stored relative to the output folder
+        return alt if storage.is_uri(alt) or os.path.exists(alt) else src
 
     def key(self, src: str | None) -> str | None:
         """The key of `src`'s thumbnail in `images`, or None when it cannot be read."""
@@ -86,7 +86,7 @@ class _Thumbs:
         from stylecore.images import ImageError, load_image
 
         try:
-            img = load_image(read_bytes(self._locate(src)), name=src)
+            img = load_image(storage.read_bytes(self._locate(src)), name=src)
             img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
             img.convert("RGB").save(buf, format="JPEG", quality=85, optimize=True)

@@ -1,4 +1,4 @@
-"""Results table: schema, crash-safe Parquet parts, tolerant readers, the output-root lock.
+"""Results table: schema, crash-safe Parquet parts, tolerant readers (the output-root lock: `pipeline.lock`).
 
 Layout: `<out>/results/part-<utc time>-<uuid>.parquet`, one small file per written batch, so a
 crash loses at most the rows in flight. A row may appear in several parts (a retry, a rerun);
@@ -14,32 +14,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import errno
 import json
 import os
-import socket
 import uuid
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline import storage
+# The output-root lock lives in pipeline.lock; its names stay importable from here.
+from pipeline.lock import LOCK_NAME, OutputLockedError, _lock_object, lock_output  # noqa: F401
+from pipeline.storage import filesystem, join
 from stylecore.params import Params
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
-LOCK_NAME = ".stxpipe.lock"
 
 
 class ResultsWarning(UserWarning):
     """Results read or written not quite as stored: a damaged part skipped, a column as text."""
-
-
-class OutputLockedError(RuntimeError):
-    """Another submit holds the output root's lock."""
 
 
 def _params_type() -> pa.StructType:
@@ -86,17 +83,6 @@ RESULT_FIELDS = [
 RESULT_COLUMNS = [f.name for f in RESULT_FIELDS]
 
 
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local path or URI."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
 def results_dir(out: str) -> str:
     return join(out, "results")
 
@@ -137,42 +123,15 @@ def _carried(name: str, values: list) -> pa.Array:
 
 
 def write_part(out: str, table: pa.Table, *, fsync: bool = True) -> str:
-    """Write one Parquet part under `<out>/results/`; returns its path. Local disks: a hidden
-    temp file, flushed and fsynced, renamed, then the folder fsynced, so a crash leaves either
-    the whole part or an ignored temp file (`fsync=False` only to measure what that costs).
-    Object stores: one PUT of the serialised part, which publishes whole objects."""
-    fs, base = filesystem(results_dir(out))
-    fs.create_dir(base, recursive=True)
+    """Write one Parquet part under `<out>/results/`; returns its path. `storage.write_atomic`:
+    local disks get a hidden temp file, fsynced, renamed, then the folder fsynced, so a crash
+    leaves either the whole part or an ignored temp file (`fsync=False` only to measure what
+    that costs); object stores one PUT of the serialised part, which publishes whole objects."""
+    storage.makedirs(results_dir(out))
     name = f"part-{now().strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:12]}.parquet"
-    final = join(base, name)
-    if not isinstance(fs, pafs.LocalFileSystem):
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf)
-        with fs.open_output_stream(final) as f:
-            f.write(buf.getvalue())
-        return final
-    tmp = join(base, f".{name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if fsync:  # make the rename itself durable
-        fd = os.open(base, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        except OSError as e:  # some filesystems cannot fsync a folder; the part itself is synced
-            if e.errno not in (errno.EINVAL, errno.ENOTSUP):
-                raise
-        finally:
-            os.close(fd)
-    return final
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    return storage.write_atomic(join(results_dir(out), name), buf.getvalue(), fsync=fsync)
 
 
 # --- Reading
@@ -322,122 +281,3 @@ def next_seq(out: str, table: pa.Table | None = None) -> int:
         return 1
     top = pc.max(t.column("seq")).as_py()
     return 1 + max(top or 0, 0)
-
-
-# --- The output-root lock
-
-
-@contextlib.contextmanager
-def lock_output(out: str, echo: Callable[[str], None] | None = None) -> Iterator[str]:
-    """Hold `<out>/.stxpipe.lock` (JSON: host, pid, started_at) for the block; yields its path.
-    Raises OutputLockedError, naming the holder, while another process holds it. A lock left
-    by a dead process on this host is taken over (`echo` says so); one from another host is
-    only reported, with how to remove it. Local disks: an exclusive flock on the file, which
-    the kernel drops when its holder dies. URIs: a lock object, best effort (see _lock_object)."""
-    fs, base = filesystem(out)
-    local = isinstance(fs, pafs.LocalFileSystem)
-    path, shown = join(base, LOCK_NAME), join(base if local else out, LOCK_NAME)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": now().isoformat(timespec="seconds"), "token": uuid.uuid4().hex}
-    with (_lock_file if local else _lock_object)(fs, path, shown, me, echo or (lambda _line: None)):
-        yield shown
-
-
-def _holder(raw: bytes) -> dict:
-    try:
-        h = json.loads(raw.decode("utf-8"))
-        return h if isinstance(h, dict) else {}
-    except ValueError:
-        return {}
-
-
-def _who(h: dict) -> str:
-    if not h:
-        return "an unknown process (the lock file is empty or being written)"
-    return f"pid {h.get('pid')} on host {h.get('host')}, since {h.get('started_at')}"
-
-
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, TypeError, ValueError, OverflowError):
-        return True  # someone else's process, or a pid we cannot check: assume it runs
-    return True
-
-
-def _check_previous(path: str, old: dict, me: dict, echo: Callable[[str], None]) -> None:
-    """A lock file nobody holds at the moment: take it over if its writer is gone, else refuse."""
-    if not old:
-        return
-    if old.get("host") != me["host"]:
-        raise OutputLockedError(
-            f"the output root is locked by {_who(old)} ({path}); stxpipe cannot check a process on "
-            f"another host. If you are sure that submit is no longer running, delete {path} and submit again."
-        )
-    if _alive(old.get("pid")):
-        raise OutputLockedError(
-            f"the output root is locked by {_who(old)} ({path}), and that process is alive. Wait for it or "
-            f"stop it; if it is not a stxpipe submit (a reused pid), delete {path} and submit again."
-        )
-    echo(f"took over the stale lock {path}: {_who(old)} is no longer running")
-
-
-@contextlib.contextmanager
-def _lock_file(fs: pafs.FileSystem, path: str, shown: str, me: dict, echo: Callable[[str], None]) -> Iterator[None]:
-    import fcntl  # POSIX only, like Ray
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(os.pread(fd, 4096, 0))
-            os.close(fd)
-            raise OutputLockedError(
-                f"another submit is writing to this output root: {_who(holder)} (lock {shown}). Wait for it "
-                "to finish or stop it: two submits on one output would run rows twice."
-            ) from None
-        # The previous holder may have deleted the file between our open and flock: retry then.
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                break
-        os.close(fd)
-    try:
-        _check_previous(shown, _holder(os.pread(fd, 4096, 0)), me, echo)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
-        os.fsync(fd)
-        yield
-    finally:
-        with contextlib.suppress(OSError):  # ours until we close fd: delete it only if we wrote it
-            if _holder(os.pread(fd, 4096, 0)).get("token") == me["token"]:
-                os.unlink(path)
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _lock_object(fs: pafs.FileSystem, path: str, shown: str, me: dict, echo: Callable[[str], None]) -> Iterator[None]:
-    """Best effort: pyarrow.fs offers no exclusive create on object stores, so look for a lock
-    object, write ours, read it back. Two submits that start within one such round trip of each
-    other can both pass (the later write wins the object); any later submit is refused."""
-    def read() -> dict:
-        try:
-            with fs.open_input_stream(path) as f:
-                return _holder(f.read())
-        except FileNotFoundError:
-            return {}
-
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        _check_previous(shown, read() or {"host": "?"}, me, echo)
-    with fs.open_output_stream(path) as f:
-        f.write(json.dumps(me).encode())
-    if (other := read()).get("token") != me["token"]:
-        raise OutputLockedError(f"another submit took the output root's lock at the same moment: {_who(other)} ({shown})")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            if read().get("token") == me["token"]:
-                fs.delete_file(path)

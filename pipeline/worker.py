@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import gc
-import io
 import json
 import os
 import socket
@@ -20,7 +19,8 @@ import time
 from typing import Any, Sequence
 
 from pipeline import results as R
-from pipeline.manifest import read_bytes, safe_output_path
+from pipeline import storage
+from pipeline.manifest import safe_output_path
 from pipeline.scheduler import RowTask
 from stylecore.params import Params, check_job
 
@@ -118,7 +118,7 @@ class StyleWorker:
         key = (uri, size)
         x = self._images.get(key)
         if x is None:
-            x = load_tensor(read_bytes(uri), size, name=uri)
+            x = load_tensor(storage.read_bytes(uri), size, name=uri)
             self._images.put(key, x)
         return x
 
@@ -236,22 +236,10 @@ def _main_style(job) -> int:
 
 
 def write_image(out: str, row_id: str, image, metadata: dict) -> str:
-    """`<out>/images/<row_id>.png`, atomically (local: temp + rename; object stores: one PUT);
-    the path is checked to lie under `out` whatever the row_id says."""
-    from stylecore.images import save_png, tensor_to_image
+    """`<out>/images/<row_id>.png`, atomically (`storage.write_atomic`: local temp + rename,
+    object stores one PUT); the path is checked to lie under `out` whatever the row_id says."""
+    from stylecore.images import png_bytes
 
-    path = safe_output_path(R.join(out, "images"), row_id, ".png")
-    if "://" not in out:
-        return str(save_png(image, path, metadata))
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    for k, v in metadata.items():
-        info.add_itxt(k, v)
-    buf = io.BytesIO()
-    tensor_to_image(image).save(buf, format="PNG", pnginfo=info)
-    fs, base = R.filesystem(R.join(out, "images"))
-    fs.create_dir(base, recursive=True)
-    with fs.open_output_stream(R.filesystem(path)[1]) as f:
-        f.write(buf.getvalue())
+    path = safe_output_path(storage.join(out, "images"), row_id, ".png")
+    storage.write_atomic(path, png_bytes(image, metadata))
     return path

@@ -60,6 +60,7 @@ __all__ = [
     "load_tensor",
     "resize_tensor",
     "save_png",
+    "png_bytes",
     "read_png_metadata",
     "rgb_to_yiq",
     "yiq_to_rgb",
@@ -445,18 +446,13 @@ def save_png(
     and a failed write leaves any previous file untouched. Parent folders are created.
     `metadata` becomes PNG text chunks (tEXt, or UTF-8 iTXt when not Latin-1); keys must be
     1-79 Latin-1 characters. The format is PNG whatever the suffix of `path`."""
-    img = tensor_to_image(image) if isinstance(image, torch.Tensor) else image
-    if not isinstance(img, Image.Image):
-        raise TypeError(f"image must be a tensor or a PIL image, got {type(image).__name__}")
-    if img.mode not in _PNG_MODES:
-        img = _to_rgb(img)
-    info = _png_info(metadata or {})
+    data = png_bytes(image, metadata)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         with open(tmp, "xb") as f:
-            img.save(f, format="PNG", pnginfo=info)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
@@ -468,6 +464,19 @@ def save_png(
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def png_bytes(image: torch.Tensor | Image.Image, metadata: Mapping[str, str] | None = None) -> bytes:
+    """`image` encoded as PNG, with `metadata` as text chunks (see `save_png`): for writers
+    that put the bytes somewhere themselves (an object store, an atomic local write)."""
+    img = tensor_to_image(image) if isinstance(image, torch.Tensor) else image
+    if not isinstance(img, Image.Image):
+        raise TypeError(f"image must be a tensor or a PIL image, got {type(image).__name__}")
+    if img.mode not in _PNG_MODES:
+        img = _to_rgb(img)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=_png_info(metadata or {}))
+    return buf.getvalue()
 
 
 def _png_info(metadata: Mapping[str, str]) -> PngInfo:
