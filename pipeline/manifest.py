@@ -488,12 +488,6 @@ def _probe_all(uris: Iterable[str], max_pixels: int | None, threads: int) -> dic
         return dict(zip(distinct, pool.map(lambda u: _probe(u, max_pixels), distinct)))
 
 
-def probe_files(uris: Iterable[str], *, max_pixels: int | None = None, threads: int = 8) -> dict[str, str | None]:
-    """Probe each DISTINCT uri once, in a thread pool (I/O bound; Pillow releases the GIL
-    while decoding). Returns uri -> None (fine) or the problem."""
-    return {u: (r if isinstance(r, str) else None) for u, r in _probe_all(uris, max_pixels, threads).items()}
-
-
 def _size_problems(i: int, params: Params, content_hw: Any, style_hws: Sequence[Any], cache: dict) -> list[Problem]:
     """Row `i`'s images against the pooling stages (`stylecore.params.image_side_problems`, with
     the worker's metrics), once per distinct (params, sizes). Unprobed or bad files are skipped."""

@@ -71,13 +71,6 @@ def lpips_fallback_note(missing: str, reason: str, fallback: str = OFFLINE_SET) 
     )
 
 
-def obtain(spec: str, *, pull: bool = True, say: Callable[[str], None] = print, timeout: float = DOWNLOAD_TIMEOUT_S) -> str | None:
-    """Make a weight spec usable without loading it: None when it is, else what is wrong.
-    (A helper `pipeline.demo.choose_weights` could share.)"""
-    trouble = _obtain(spec, pull, say, timeout)
-    return None if trouble is None else trouble[1]
-
-
 def _obtain(spec: str, pull: bool, say: Callable[[str], None], timeout: float) -> tuple[str, str] | None:
     """None, or (kind, reason) with kind 'missing' (cannot be had), 'corrupt' or 'bad' (a bad spec).
     Named sets that are present are checked torch-free (the catalogue's pinned hashes)."""

@@ -220,7 +220,7 @@ class StyleWorker:
 
     def _metrics(self, rows: list[dict]) -> None:
         try:
-            from pipeline.ray_metrics import run_metrics
+            from pipeline.telemetry import run_metrics
 
             m = run_metrics()
             for r in rows:

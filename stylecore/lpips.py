@@ -166,9 +166,3 @@ def load_lpips(spec: str = "vgg16-imagenet", device: str | torch.device = "cpu")
     model = LPIPS(backbone, weights_label=rw.label()).to(device)
     with _lock:
         return _cache.setdefault(key, model)
-
-
-def clear_cache() -> None:
-    """Forget the loaded LPIPS models (tests)."""
-    with _lock:
-        _cache.clear()

@@ -112,11 +112,6 @@ def load_state_dict(rw: ResolvedWeights, seed: int = 0) -> tuple[str, dict[str, 
     return arch, sd
 
 
-def expected_sha256(ws: WeightSet) -> str | None:
-    """The full file hash pinned in the catalogue (None: torchvision sets pin a prefix only)."""
-    return ws.sha256
-
-
 def tensors_sha256(sd: dict[str, torch.Tensor]) -> str:
     """Hash of a state_dict's content, independent of torch.save's container: for each key in
     sorted order its name, dtype, shape and raw (little-endian, contiguous) bytes."""
