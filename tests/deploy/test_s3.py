@@ -140,14 +140,6 @@ def test_read_bytes_and_results_round_trip(s3, tmp_path):
     assert R.done_ids(out) == {"r1"}
 
 
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def ray_head_without_endpoint(monkeypatch):
     """A one-node Ray cluster started as its own process group, whose environment has a dead S3
@@ -166,7 +158,6 @@ def ray_head_without_endpoint(monkeypatch):
     # outward address. Token auth is off on both sides here (loopback only); the deploy files
     # turn it on.
     host = "127.0.0.2"
-    port = _free_port(host)
     temp_dir = tempfile.mkdtemp(prefix="stxr-", dir="/tmp")  # short: Ray's unix sockets live here
     node_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "RAY_ADDRESS", "RAY_AUTH_"))}
     # A node-level endpoint that answers nothing (port 9, closed on loopback): without the
@@ -175,20 +166,28 @@ def ray_head_without_endpoint(monkeypatch):
     node_env["RAY_AUTH_MODE"] = "disabled"
     ray_cli = str(Path(sys.executable).with_name("ray"))
     head = subprocess.Popen(
-        [ray_cli, "start", "--head", "--block", f"--node-ip-address={host}", f"--port={port}", "--num-cpus=2",
+        # --port=0: Ray binds a free port itself (no bind-and-release pick another program could
+        # take first) and writes the address to <temp dir>/ray_current_cluster.
+        [ray_cli, "start", "--head", "--block", f"--node-ip-address={host}", "--port=0", "--num-cpus=2",
          "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         env=node_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
-        while True:  # the GCS port accepts connections; ray.init waits for the rest
+        address_file = Path(temp_dir) / "ray_current_cluster"
+        port = None
+        while port is None:  # written once the GCS is up; then its port accepts connections
             assert head.poll() is None, f"ray start exited: {head.stderr.read().decode()[-2000:]}"
-            with socket.socket() as sock:
-                sock.settimeout(1)
-                if sock.connect_ex((host, port)) == 0:
-                    break
-            assert time.monotonic() < deadline, "the test's Ray head did not come up in 60 s"
-            time.sleep(0.5)
+            text = address_file.read_text().strip() if address_file.is_file() else ""
+            if text:
+                port = int(text.rsplit(":", 1)[1])
+                with socket.socket() as sock:
+                    sock.settimeout(1)
+                    if sock.connect_ex((host, port)) != 0:
+                        port = None
+            assert port is not None or time.monotonic() < deadline, "the test's Ray head did not come up in 60 s"
+            if port is None:
+                time.sleep(0.5)
         monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
         yield f"{host}:{port}"

@@ -46,12 +46,11 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def hed_home(hed, tmp_path, monkeypatch) -> Path:
-    """Only vgg16-hed cached (a copy of the file the session's `hed` fixture pulled)."""
-    src = W.WEIGHT_SETS[hed].path()  # before the cache moves
+def hed_home(hed_file, tmp_path, monkeypatch) -> Path:
+    """Only vgg16-hed cached (a writable copy of the file the session pulled)."""
     stx = _move_home(tmp_path, monkeypatch)
     (stx / "weights").mkdir(parents=True)
-    shutil.copy(src, stx / "weights" / "vgg16-hed.pth")
+    shutil.copyfile(hed_file, stx / "weights" / "vgg16-hed.pth")
     return stx
 
 

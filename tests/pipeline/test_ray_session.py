@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -172,9 +173,10 @@ def test_embedded_ray_listens_on_loopback_only_and_leaves_nothing_behind(keep_au
     _wait(all_gone, 30, f"processes of the embedded Ray gone ({sorted(started)})")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def embedded():
-    """One embedded Ray (1 CPU) started through connect() with no address, for the checks below."""
+    """One embedded Ray (1 CPU) started through connect() with no address, for the checks of
+    `TestOnOneEmbeddedNode`."""
     import ray
 
     saved = os.environ.get("RAY_AUTH_MODE")
@@ -208,51 +210,49 @@ def test_token_mode_set_after_importing_ray_still_reaches_the_embedded_cluster()
 
 
 @pytest.mark.slow
-def test_check_resources_refuses_gpus_and_too_many_workers_on_this_cluster(embedded):
-    import ray
+class TestOnOneEmbeddedNode:
+    """Checks against one embedded Ray shared by this class (and torn down at its end, so the
+    tests above that need no Ray running find none, whatever the order)."""
 
-    if ray.cluster_resources().get("GPU"):
-        pytest.skip("this machine has GPUs; the refusal needs a GPU-less cluster")
-    RS.check_resources(1, 1, 0)
-    with pytest.raises(RS.ResourceError) as e:
-        RS.check_resources(1, 1, 1)
-    msg = str(e.value)
-    assert "--gpus-per-worker 1 but the cluster has no GPUs" in msg and "drop --gpus-per-worker" in msg and "--address" in msg
-    with pytest.raises(RS.ResourceError, match="--workers 2 .* only 1 such workers"):
-        RS.check_resources(2, 1, 0)
+    def test_check_resources_refuses_gpus_and_too_many_workers_on_this_cluster(self, embedded):
+        import ray
 
+        if ray.cluster_resources().get("GPU"):
+            pytest.skip("this machine has GPUs; the refusal needs a GPU-less cluster")
+        RS.check_resources(1, 1, 0)
+        with pytest.raises(RS.ResourceError) as e:
+            RS.check_resources(1, 1, 1)
+        msg = str(e.value)
+        assert "--gpus-per-worker 1 but the cluster has no GPUs" in msg and "drop --gpus-per-worker" in msg and "--address" in msg
+        with pytest.raises(RS.ResourceError, match="--workers 2 .* only 1 such workers"):
+            RS.check_resources(2, 1, 0)
 
-@pytest.mark.slow
-def test_check_shared_output_passes_on_one_node_and_removes_its_marker(embedded, tmp_path):
-    out = tmp_path / "out"
-    RS.check_shared_output(str(out))
-    assert out.is_dir() and list(out.iterdir()) == []
-    RS.check_shared_output(f"file://{out}")
+    def test_check_shared_output_passes_on_one_node_and_removes_its_marker(self, embedded, tmp_path):
+        out = tmp_path / "out"
+        RS.check_shared_output(str(out))
+        assert out.is_dir() and list(out.iterdir()) == []
+        RS.check_shared_output(f"file://{out}")
 
+    def test_check_shared_output_names_a_node_that_sees_another_folder(self, embedded, tmp_path):
+        # Simulated: the node looks for the marker under a different, empty folder, which is what a
+        # node with its own local disk at the same path sees. The two-node test below does it for real.
+        import ray
 
-@pytest.mark.slow
-def test_check_shared_output_names_a_node_that_sees_another_folder(embedded, tmp_path):
-    # Simulated: the node looks for the marker under a different, empty folder, which is what a
-    # node with its own local disk at the same path sees. The two-node test below does it for real.
-    import ray
+        out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        with pytest.raises(RS.SharedOutputError) as e:
+            RS.check_shared_output(str(out), _read_root=str(elsewhere))
+        msg = str(e.value)
+        node = ray.get_runtime_context().get_node_id()
+        assert f"node {node[:8]}" in msg and "1 of 1 nodes" in msg and "FileNotFoundError" in msg
+        assert "s3://" in msg and "shared filesystem mounted at the same path on every node" in msg
+        assert list(out.iterdir()) == []  # marker removed on failure too
 
-    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    with pytest.raises(RS.SharedOutputError) as e:
-        RS.check_shared_output(str(out), _read_root=str(elsewhere))
-    msg = str(e.value)
-    node = ray.get_runtime_context().get_node_id()
-    assert f"node {node[:8]}" in msg and "1 of 1 nodes" in msg and "FileNotFoundError" in msg
-    assert "s3://" in msg and "shared filesystem mounted at the same path on every node" in msg
-    assert list(out.iterdir()) == []  # marker removed on failure too
-
-
-@pytest.mark.slow
-def test_check_shared_output_has_a_deadline(embedded, tmp_path):
-    t0 = time.monotonic()
-    with pytest.raises(RS.SharedOutputError, match="no answer within 0 s"):
-        RS.check_shared_output(str(tmp_path / "out"), timeout_s=0)
-    assert time.monotonic() - t0 < 10
+    def test_check_shared_output_has_a_deadline(self, embedded, tmp_path):
+        t0 = time.monotonic()
+        with pytest.raises(RS.SharedOutputError, match="no answer within 0 s"):
+            RS.check_shared_output(str(tmp_path / "out"), timeout_s=0)
+        assert time.monotonic() - t0 < 10
 
 
 # ------------------------------------------------------------------------------------ two nodes
@@ -263,12 +263,6 @@ def _can_unshare() -> bool:
         return subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _DRIVER = """
@@ -300,18 +294,22 @@ def test_a_node_that_cannot_see_a_local_out_is_named(tmp_path):
     local.mkdir(), shared.mkdir()
     env = dict(os.environ, RAY_ADDRESS="", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-    port = _free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="stxr-", dir="/tmp"))  # short: Ray's unix sockets live here
     common = ["--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1", "--block", "--disable-usage-stats"]
     procs = []
     try:
-        head = [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", *common]
+        # --port=0: Ray binds a free port itself and writes it to <temp dir>/ray_current_cluster
+        # (no bind-and-release pick that another program could take first).
+        head = [ray_bin, "start", "--head", "--port=0", f"--temp-dir={temp_dir}", "--include-dashboard=false", *common]
         procs.append(subprocess.Popen(head, start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-        def port_open():
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
+        def head_port():
+            assert procs[0].poll() is None, f"ray start --head exited with {procs[0].returncode}"
+            f = temp_dir / "ray_current_cluster"
+            text = f.read_text().strip() if f.is_file() else ""
+            return int(text.rsplit(":", 1)[1]) if text else None
 
-        _wait(port_open, 60, f"head node on port {port}")
+        port = _wait(head_port, 60, "the head node's GCS port")
         second = " ".join([ray_bin, "start", f"--address=127.0.0.1:{port}", *common])
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", f"mount -t tmpfs stxpipe-test '{local}' && exec {second}"]
         procs.append(subprocess.Popen(cmd, start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -349,3 +347,4 @@ def test_a_node_that_cannot_see_a_local_out_is_named(tmp_path):
                 return False
 
             _wait(group_gone, 20, f"process group {p.pid}")
+        shutil.rmtree(temp_dir, ignore_errors=True)

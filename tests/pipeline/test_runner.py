@@ -3,13 +3,14 @@ a two-node loopback cluster, and the metrics endpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -169,31 +170,34 @@ def test_killed_driver_then_resubmit_finishes_without_redoing_rows(tmp_path, sam
     assert len(oks) == 6 and len(set(oks)) == 6  # no row done twice, none lost
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def two_node_cluster(tmp_path, monkeypatch):
     """A head and a second node on loopback, one CPU each, as separate process groups, with
-    Ray's token authentication on (a fresh token; the driver gets it through the environment)."""
+    Ray's token authentication on (a fresh token; the driver gets it through the environment).
+    Every port is chosen by Ray (`--port=0`, metrics export ports left free): nothing is picked
+    by bind-and-release, so no other program can take a port between the test's pick and Ray's
+    bind. The head's address is read from `ray_current_cluster` in its own temp dir. Yields
+    (address, metrics export ports of both nodes)."""
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-    port, m1, m2 = _free_port(), _free_port(), _free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="stxr-", dir="/tmp"))  # short: Ray's unix sockets live here
     common = ["--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1", "--block", "--disable-usage-stats"]
     procs = []
     env = dict(os.environ, RAY_ADDRESS="")
     try:
-        procs.append(subprocess.Popen([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--metrics-export-port={m1}", *common],
+        procs.append(subprocess.Popen([ray_bin, "start", "--head", "--port=0", f"--temp-dir={temp_dir}", "--include-dashboard=false", *common],
                                       start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        port = _head_port(temp_dir, procs[0])
         address = f"127.0.0.1:{port}"
-        _wait_port(port)
-        procs.append(subprocess.Popen([ray_bin, "start", f"--address={address}", f"--metrics-export-port={m2}", *common],
+        procs.append(subprocess.Popen([ray_bin, "start", f"--address={address}", *common],
                                       start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        yield address, (m1, m2)
+        # Both nodes alive, and each node's metrics export port, as the cluster reports them.
+        r = subprocess.run([sys.executable, "-c", _NODES, address], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, "second node did not join: " + r.stdout[-2000:] + r.stderr[-2000:]
+        metric_ports = json.loads(r.stdout.rsplit("NODES ", 1)[1])
+        assert len(metric_ports) == 2 and all(metric_ports), metric_ports
+        yield address, tuple(metric_ports)
     finally:
         # Stop exactly what we started: each node's process group (raylet, GCS, agents); its
         # worker processes exit when their raylet goes.
@@ -209,6 +213,32 @@ def two_node_cluster(tmp_path, monkeypatch):
         for p in procs:
             p.wait(10)
             assert _group_gone(p.pid), f"processes of group {p.pid} are still running"
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# Run in a fresh process (Ray keeps its auth settings per process): wait for two alive nodes,
+# print their metrics export ports.
+_NODES = (
+    "import json, ray, sys, time; ray.init(address=sys.argv[1], logging_level='error'); t = time.monotonic() + 90\n"
+    "alive = lambda: [n for n in ray.nodes() if n['Alive']]\n"
+    "while len(alive()) < 2 and time.monotonic() < t: time.sleep(0.5)\n"
+    "print('NODES ' + json.dumps([n.get('MetricsExportPort') for n in alive()]))\n"
+    "sys.exit(0 if len(alive()) == 2 else 1)"
+)
+
+
+def _head_port(temp_dir: Path, head: subprocess.Popen, timeout: float = 60) -> int:
+    """The GCS port a `ray start --head --port=0` chose: `ray start` writes the address to
+    `<temp dir>/ray_current_cluster` once the GCS is up (the host in it may be the machine's
+    address; the port is what matters, and the GCS listens on loopback too)."""
+    f = temp_dir / "ray_current_cluster"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert head.poll() is None, f"ray start --head exited with {head.returncode}"
+        if f.is_file() and f.read_text().strip():
+            return int(f.read_text().strip().rsplit(":", 1)[1])
+        time.sleep(0.2)
+    raise TimeoutError(f"ray start --head wrote no {f} within {timeout:g} s")
 
 
 def _group_gone(pgid: int, timeout: float = 15) -> bool:
@@ -222,26 +252,10 @@ def _group_gone(pgid: int, timeout: float = 15) -> bool:
     return False
 
 
-def _wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"port {port} did not open")
-
-
 def test_two_node_cluster_runs_rows_on_both_nodes_and_exports_metrics(tmp_path, samples, hed, two_node_cluster):
     # Drivers run as subprocesses: Ray caches its auth settings per process, and earlier tests
     # in this process used embedded clusters without a token.
     address, metric_ports = two_node_cluster
-    wait = (
-        "import ray, time, sys; ray.init(address=sys.argv[1], logging_level='error'); t = time.time() + 60\n"
-        "while len([n for n in ray.nodes() if n['Alive']]) < 2 and time.monotonic() < t: time.sleep(0.5)\n"
-        "sys.exit(0 if len([n for n in ray.nodes() if n['Alive']]) == 2 else 1)"
-    )
-    assert subprocess.run([sys.executable, "-c", wait, address], timeout=120).returncode == 0, "second node did not join"
     m = _manifest(tmp_path / "m.parquet", samples, 6, iterations=6)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(m), "--out", str(out), "--address", address, "--workers", "2", "--batch-size", "1", "--no-progress"]
@@ -268,8 +282,11 @@ def test_ctrl_c_stops_cleanly_and_a_later_submit_finishes(tmp_path, samples, hed
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and not R.part_paths(str(out)):
+        while time.monotonic() < deadline and not R.part_paths(str(out)) and proc.poll() is None:
             time.sleep(0.2)
+        # Only mid-run is this the test it claims: a finished row on disk, the driver still going.
+        assert R.part_paths(str(out)), "no row finished in time: nothing to interrupt"
+        assert proc.poll() is None, "the run ended before it could be interrupted (rows too fast?)"
         proc.send_signal(signal.SIGINT)  # Ctrl-C: to the driver, as a terminal would
         output, _ = proc.communicate(timeout=60)
     finally:
@@ -279,6 +296,7 @@ def test_ctrl_c_stops_cleanly_and_a_later_submit_finishes(tmp_path, samples, hed
     assert proc.returncode == 130, output
     assert "interrupted" in output and "run the same command again" in output
     done = {r["row_id"] for r in _all_rows(out) if r["status"] == "ok"}
+    assert 1 <= len(done) < 4  # interrupted mid-run: some rows saved, some left
     s = submit(SubmitConfig(str(m), str(out)), progress=False)
     assert s.skipped == len(done) and s.ok == 4 - len(done) and s.failed == 0
 

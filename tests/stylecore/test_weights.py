@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import os
 import re
 import socket
 import subprocess
@@ -94,12 +93,12 @@ def test_real_hed_weights_have_vgg16_shapes_and_are_not_random(hed):
     assert corr > 0.3
 
 
-def test_corrupted_cache_file_is_detected_by_hash(hed, home):
-    src = _user_cache_file()
+def test_corrupted_cache_file_is_detected_by_hash(hed_file, home):
+    src = hed_file
     dst = home / "stx" / "weights"
     dst.mkdir(parents=True)
-    shutil.copy(src, dst / "vgg16-hed.pth")
-    shutil.copy(src.with_name("vgg16-hed.pth.json"), dst / "vgg16-hed.pth.json")
+    shutil.copyfile(src, dst / "vgg16-hed.pth")  # a writable copy: the session's file is shared
+    shutil.copyfile(src.with_name("vgg16-hed.pth.json"), dst / "vgg16-hed.pth.json")
     W.load_vgg("vgg16-hed")  # the intact copy loads
     W.clear_model_cache()
     data = bytearray((dst / "vgg16-hed.pth").read_bytes())
@@ -107,12 +106,6 @@ def test_corrupted_cache_file_is_detected_by_hash(hed, home):
     (dst / "vgg16-hed.pth").write_bytes(bytes(data))
     with pytest.raises(W.WeightsCorruptError, match=r"vgg16-hed\.pth.*corrupt.*stxpipe models pull vgg16-hed"):
         W.load_vgg("vgg16-hed")
-
-
-def _user_cache_file() -> Path:
-    """Where the `hed` fixture pulled the real file (the user cache, before `home` moved it)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "stxpipe" / "weights" / "vgg16-hed.pth"
 
 
 def test_missing_imagenet_set_gives_the_clear_error(home):
@@ -170,15 +163,16 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
     assert W.cache_dir() == tmp_path / "xdg" / "stxpipe"
 
 
-def _copy_hed(home: Path) -> Path:
+def _copy_hed(src: Path, home: Path) -> Path:
+    """A writable copy of the session's file in the test's own (empty) home."""
     dst = home / "stx" / "weights"
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copy(_user_cache_file(), dst / "vgg16-hed.pth")
+    shutil.copyfile(src, dst / "vgg16-hed.pth")
     return dst / "vgg16-hed.pth"
 
 
-def test_verification_uses_the_catalogue_pin_not_the_sidecar(hed, home):
-    f = _copy_hed(home)
+def test_verification_uses_the_catalogue_pin_not_the_sidecar(hed_file, home):
+    f = _copy_hed(hed_file, home)
     ws = W.WEIGHT_SETS["vgg16-hed"]
     assert ws.sha256 == W.HED_PTH_SHA256 and W.verify(ws) == W.HED_PTH_SHA256  # no sidecar needed
     sd = torch.load(f, weights_only=True)
@@ -189,8 +183,8 @@ def test_verification_uses_the_catalogue_pin_not_the_sidecar(hed, home):
         W.verify(ws)
 
 
-def test_a_file_from_another_torch_verifies_by_its_tensors(hed, home):
-    f = _copy_hed(home)
+def test_a_file_from_another_torch_verifies_by_its_tensors(hed_file, home):
+    f = _copy_hed(hed_file, home)
     sd = torch.load(f, weights_only=True)
     assert W.tensors_sha256(sd) == W.HED_TENSORS_SHA256
     torch.save(sd, f, _use_new_zipfile_serialization=False)  # another container, the same tensors
