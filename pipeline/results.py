@@ -12,7 +12,6 @@ it. `<out>` is a local path or a URI that `pyarrow.fs` understands (`s3://bucket
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -28,8 +27,8 @@ import pyarrow.parquet as pq
 from pipeline import storage
 # The output-root lock lives in pipeline.lock; its names stay importable from here.
 from pipeline.lock import LOCK_NAME, OutputLockedError, _lock_object, lock_output  # noqa: F401
+from pipeline.manifest.schema import params_struct_type
 from pipeline.storage import filesystem, join
-from stylecore.params import Params
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -39,47 +38,47 @@ class ResultsWarning(UserWarning):
     """Results read or written not quite as stored: a damaged part skipped, a column as text."""
 
 
-def _params_type() -> pa.StructType:
-    """Arrow struct of every Params field, typed from the dataclass defaults."""
-    types = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string()}
-    lists = {"content_layers": pa.list_(pa.string()), "style_layers": pa.list_(pa.string()),
-             "style_layer_weights": pa.list_(pa.float64()), "style_blend": pa.list_(pa.float64()), "lr": pa.float64()}
-    return pa.struct([pa.field(f.name, lists.get(f.name) or types[type(f.default)]) for f in dataclasses.fields(Params)])
-
-
-PARAMS_TYPE = _params_type()
 TS = pa.timestamp("us", tz="UTC")
 
-# The contract (design.md, "Data contracts"), plus a few extras users asked for: gram_style (a
-# scale-free style distance), loss_total, lpips_weights, lpips_calibrated (Distance measured on
-# the paper's ImageNet vgg16 backbone), attempt, and seq (which row of a row_id is the latest).
-RESULT_FIELDS = [
-    pa.field("row_id", pa.string(), nullable=False),
-    pa.field("content", pa.string()),
-    pa.field("style", pa.string()),  # one path/URI; a blend's paths joined with ';'
-    pa.field("status", pa.string(), nullable=False),
-    pa.field("error", pa.string()),
-    pa.field("output", pa.string()),
-    pa.field("lpips_style", pa.float64()),
-    pa.field("lpips_content", pa.float64()),
-    pa.field("gram_style", pa.float64()),
-    pa.field("loss_content", pa.float64()),
-    pa.field("loss_style", pa.float64()),
-    pa.field("loss_tv", pa.float64()),
-    pa.field("loss_total", pa.float64()),
-    pa.field("iterations", pa.int64()),
-    pa.field("seconds", pa.float64()),
-    pa.field("weights", pa.string()),
-    pa.field("lpips_weights", pa.string()),
-    pa.field("lpips_calibrated", pa.bool_()),
-    pa.field("device", pa.string()),
-    pa.field("worker", pa.string()),
-    pa.field("attempt", pa.int64()),
-    pa.field("seq", pa.int64()),
-    pa.field("started_at", TS),
-    pa.field("finished_at", TS),
-    pa.field("params", PARAMS_TYPE),
-]
+
+def result_fields(params_cls: type | None = None) -> list[pa.Field]:
+    """The results table's columns; `params` is the struct of every field of `params_cls`
+    (default `Params`), typed from its annotations (`pipeline.manifest.params_struct_type`).
+
+    The contract (design.md, "Data contracts"), plus a few extras users asked for: gram_style (a
+    scale-free style distance), loss_total, lpips_weights, lpips_calibrated (Distance measured on
+    the paper's ImageNet vgg16 backbone), attempt, and seq (which row of a row_id is the latest)."""
+    return [
+        pa.field("row_id", pa.string(), nullable=False),
+        pa.field("content", pa.string()),
+        pa.field("style", pa.string()),  # one path/URI; a blend's paths joined with ';'
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("output", pa.string()),
+        pa.field("lpips_style", pa.float64()),
+        pa.field("lpips_content", pa.float64()),
+        pa.field("gram_style", pa.float64()),
+        pa.field("loss_content", pa.float64()),
+        pa.field("loss_style", pa.float64()),
+        pa.field("loss_tv", pa.float64()),
+        pa.field("loss_total", pa.float64()),
+        pa.field("iterations", pa.int64()),
+        pa.field("seconds", pa.float64()),
+        pa.field("weights", pa.string()),
+        pa.field("lpips_weights", pa.string()),
+        pa.field("lpips_calibrated", pa.bool_()),
+        pa.field("device", pa.string()),
+        pa.field("worker", pa.string()),
+        pa.field("attempt", pa.int64()),
+        pa.field("seq", pa.int64()),
+        pa.field("started_at", TS),
+        pa.field("finished_at", TS),
+        pa.field("params", params_struct_type(params_cls)),
+    ]
+
+
+PARAMS_TYPE = params_struct_type()
+RESULT_FIELDS = result_fields()
 RESULT_COLUMNS = [f.name for f in RESULT_FIELDS]
 
 

@@ -1,18 +1,55 @@
-"""Parameters of one style-transfer job: one frozen dataclass, defaults written once.
+"""Parameters of one style-transfer job: one frozen dataclass, the only place a field's name,
+type, default, bounds and help text are written.
 
-Every other layer (CLI options, manifest validation, results table) reads the fields and their
-defaults from here, so a default changes in exactly one place.
+Every other layer reads them from here: coercion (`_coerce`, from the annotations via
+`field_kinds`), the manifest's and the results' Arrow params structs, the `stylize` options,
+`manifest build --param/--sweep` parsing and `manifest show`. Simple bounds live in each field's
+metadata (`min`, `max`, `gt`, `choices`, with `unit`/`format` for the message) and are checked by
+one loop; cross-field rules and the image geometry stay in `_validate` and `stylecore.bounds`.
+A new field is one line here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
+from stylecore.bounds import (  # noqa: F401 - re-exported: the bounds and geometry were written here first
+    MAX_ITERATIONS,
+    MAX_LIST_ITEMS,
+    MAX_PARAMS_CHARS,
+    MAX_PARAMS_DEPTH,
+    MAX_PARAMS_KEYS,
+    MAX_SIZE,
+    MAX_STYLE_SIDE,
+    MAX_STYLES,
+    METRIC_POOLS,
+    MIN_SIZE,
+    ParamError,
+    _check_best_case_sides,
+    _json_depth,
+    _fit,
+    _fix_hint,
+    _need,
+    _output_ok,
+    _output_problem,
+    _scale_sides,
+    _smallest_size,
+    _smallest_style_scale,
+    _style_side,
+    check_job,
+    image_side_problems,
+    min_short_side,
+    parse_params_json,
+    pools_before,
+)
 from stylecore.registry import Registry
 
 CONTENT_LOSSES = Registry("content_loss", {"mse": "L2 on VGG features (Gatys)", "lpips": "LPIPS(output, content), the founding paper's perceptual content loss"})
@@ -24,39 +61,6 @@ POOLINGS = Registry("pooling", {"max": "max pooling (torchvision)", "avg": "aver
 # pixels in [0, 1] space, so the sensible scales differ by ~50x.
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 
-# ---- Bounds (checked by `Params` itself, so validate and the worker refuse the same things).
-# Long side of the output, px.
-MIN_SIZE, MAX_SIZE = 16, 8192
-# Optimisation steps per scale. Gatys et al. converge in a few hundred L-BFGS steps and the
-# paper's longest runs use ~1000; 100x that is ~30 min per row at 512 px on a GPU (hours on a
-# CPU), so anything larger is a typo (1e9 steps at 20 ms each would run for 230 days).
-MAX_ITERATIONS = 100_000
-# Long side of the style image, px (size x style_scale): the same cap as the output's long side.
-# A 8192-px RGB image is already 0.8 GB in float32 and its conv1 activations 17 GB; 8192 x 8
-# would ask for a 65,536-px image (64x the pixels).
-MAX_STYLE_SIDE = MAX_SIZE
-# Style images in one blend: each costs a decode and a VGG pass per row, and Grams averaged over
-# many styles wash out; published blends use 2-4.
-MAX_STYLES = 16
-# JSON params: an object of scalars and flat lists, so 2 levels deep; deeper text is refused
-# before parsing (no recursion bombs). The full Params JSON is ~700 characters and 21 keys.
-MAX_PARAMS_DEPTH = 4
-MAX_PARAMS_CHARS = 65_536
-MAX_PARAMS_KEYS = 64
-# Items in a list param: VGG-19 has 37 named layers, and style_blend at most MAX_STYLES weights.
-MAX_LIST_ITEMS = 64
-# Pooling stages before the deepest layer the worker's metrics tap (LPIPS relu5_3, Gram conv5_1):
-# every output must survive 4 poolings, so its short side needs 2^4 px.
-METRIC_POOLS = 4
-
-
-class ParamError(ValueError):
-    """A parameter has an invalid name or value; `field` names it."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"param '{field}': {message}")
-
 
 @dataclass(frozen=True)
 class Params:
@@ -65,26 +69,29 @@ class Params:
     of the torchvision ImageNet sets (unit-std input) differ by ~60x, which would otherwise move the
     content/style balance by orders of magnitude."""
 
-    size: int = field(default=512, metadata={"help": "long side of the output in px"})
-    iterations: int = field(default=300, metadata={"help": "optimisation steps (at the final scale)"})
-    content_weight: float = field(default=1.0, metadata={"help": "alpha: weight of the content loss"})
-    style_weight: float = field(default=1e3, metadata={"help": "beta: weight of the (normalised) style loss"})
-    tv_weight: float = field(default=0.0, metadata={"help": "weight of the total-variation smoothness loss"})
-    content_layers: tuple[str, ...] = field(default=("conv4_2",), metadata={"help": "VGG layers for the content loss"})
+    size: int = field(default=512, metadata={"help": "long side of the output in px", "min": MIN_SIZE, "max": MAX_SIZE, "unit": "px"})
+    iterations: int = field(
+        default=300,
+        metadata={"help": "optimisation steps (at the final scale)", "min": 0, "max": MAX_ITERATIONS, "unit": "(steps per scale)", "format": ","},
+    )
+    content_weight: float = field(default=1.0, metadata={"help": "alpha: weight of the content loss", "min": 0})
+    style_weight: float = field(default=1e3, metadata={"help": "beta: weight of the (normalised) style loss", "min": 0})
+    tv_weight: float = field(default=0.0, metadata={"help": "weight of the total-variation smoothness loss", "min": 0})
+    content_layers: tuple[str, ...] = field(default=("conv4_2",), metadata={"help": "VGG layers for the content loss", "items": "layer names"})
     style_layers: tuple[str, ...] = field(
         default=("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
-        metadata={"help": "VGG layers for the style (Gram) loss"},
+        metadata={"help": "VGG layers for the style (Gram) loss", "items": "layer names"},
     )
     style_layer_weights: tuple[float, ...] | None = field(default=None, metadata={"help": "per style layer weights (default: equal, summing to 1)"})
-    content_loss: str = field(default="mse", metadata={"help": "content loss: " + CONTENT_LOSSES.describe()})
-    init: str = field(default="content", metadata={"help": "initial image: " + INITS.describe()})
-    optimizer: str = field(default="lbfgs", metadata={"help": "optimiser: " + OPTIMIZERS.describe()})
-    lr: float | None = field(default=None, metadata={"help": f"learning rate (default per optimiser: {DEFAULT_LR})"})
+    content_loss: str = field(default="mse", metadata={"help": "content loss: " + CONTENT_LOSSES.describe(), "choices": CONTENT_LOSSES})
+    init: str = field(default="content", metadata={"help": "initial image: " + INITS.describe(), "choices": INITS})
+    optimizer: str = field(default="lbfgs", metadata={"help": "optimiser: " + OPTIMIZERS.describe(), "choices": OPTIMIZERS})
+    lr: float | None = field(default=None, metadata={"help": f"learning rate (default per optimiser: {DEFAULT_LR})", "gt": 0})
     seed: int = field(default=0, metadata={"help": "random seed (noise init, determinism on CPU)"})
-    pooling: str = field(default="max", metadata={"help": "VGG pooling: " + POOLINGS.describe()})
-    style_scale: float = field(default=1.0, metadata={"help": "style image size relative to the output size"})
+    pooling: str = field(default="max", metadata={"help": "VGG pooling: " + POOLINGS.describe(), "choices": POOLINGS})
+    style_scale: float = field(default=1.0, metadata={"help": "style image size relative to the output size", "min": 0.05, "max": 8})
     original_colors: bool = field(default=False, metadata={"help": "keep the content's colours (transfer luminance only)"})
-    scales: int = field(default=1, metadata={"help": "coarse-to-fine steps: 1 = single scale, n = sizes size/2^(n-1) .. size"})
+    scales: int = field(default=1, metadata={"help": "coarse-to-fine steps: 1 = single scale, n = sizes size/2^(n-1) .. size", "min": 1, "max": 6})
     weights: str = field(default="vgg19-imagenet", metadata={"help": "weight set of the style-transfer VGG (name or state_dict path)"})
     lpips_weights: str = field(default="vgg16-imagenet", metadata={"help": "weight set of the LPIPS VGG-16 backbone (name or path)"})
     style_blend: tuple[float, ...] | None = field(default=None, metadata={"help": "weights of several style images (default: equal)"})
@@ -109,7 +116,8 @@ class Params:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def replace(self, **changes: Any) -> "Params":
-        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+        kinds = field_kinds(type(self))
+        return dataclasses.replace(self, **{k: _coerce(k, v, kinds) for k, v in changes.items()})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, base: "Params | None" = None) -> "Params":
@@ -117,15 +125,16 @@ class Params:
 
         Unknown names raise `ParamError` naming the closest valid field."""
         data = dict(data or {})
+        names = param_names(cls)
         if len(data) > MAX_PARAMS_KEYS:
-            raise ParamError("params", f"has {len(data)} keys; Params has {len(param_names())} fields (at most {MAX_PARAMS_KEYS} keys are read)")
-        names = param_names()
+            raise ParamError("params", f"has {len(data)} keys; Params has {len(names)} fields (at most {MAX_PARAMS_KEYS} keys are read)")
         for key in data:
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f"did you mean '{close[0]}'?" if close else f"valid names: {', '.join(names)}"
                 raise ParamError(key, f"unknown parameter; {hint}")
-        values = {k: _coerce(k, v) for k, v in data.items() if v is not None}
+        kinds = field_kinds(cls)
+        values = {k: _coerce(k, v, kinds) for k, v in data.items() if v is not None}
         if base is None:
             return cls(**values)
         return dataclasses.replace(base, **values)
@@ -137,157 +146,196 @@ class Params:
         return cls.from_dict(parse_params_json(text))
 
 
-def parse_params_json(text: str | None) -> dict[str, Any]:
-    """A JSON params string -> dict (None, blank or `null`: {}). Raises ParamError (field
-    "params") for text over MAX_PARAMS_CHARS, nesting deeper than MAX_PARAMS_DEPTH (checked
-    before parsing), invalid JSON, or anything but an object."""
-    if text is None or str(text).strip() == "":
-        return {}
-    text = str(text)
-    if len(text) > MAX_PARAMS_CHARS:
-        raise ParamError("params", f"JSON text is {len(text):,} characters; at most {MAX_PARAMS_CHARS:,} (params are a few scalars and short lists)")
-    depth = _json_depth(text)
-    if depth > MAX_PARAMS_DEPTH:
-        raise ParamError(
-            "params",
-            f"JSON is nested {depth} levels deep; at most {MAX_PARAMS_DEPTH}: write an object of name: value where each "
-            'value is a number, string, true/false or a flat list, e.g. {"size": 256, "style_layers": ["conv1_1"]}',
-        )
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ParamError("params", f'not valid JSON ({e.msg} at char {e.pos}); write an object like {{"size": 256}}') from None
-    except RecursionError:  # unreachable after the depth check; kept as a guard
-        raise ParamError("params", f"JSON is nested too deeply; at most {MAX_PARAMS_DEPTH} levels") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ParamError("params", 'JSON must be an object of name: value, e.g. {"size": 256}')
-    return data
+# --------------------------------------------------------------------------------------------
+# Field kinds: what each field holds, read from the annotations
 
 
-def _json_depth(text: str) -> int:
-    """Deepest nesting of [ and { in JSON text (brackets inside strings ignored); linear, no parse."""
-    depth = deepest = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
+_ELEMENTS = (int, float, bool, str)
 
 
-def param_names() -> list[str]:
-    return [f.name for f in fields(Params)]
+@dataclass(frozen=True)
+class FieldKind:
+    """What a `Params` field holds, from its annotation: `elem` (int, float, bool or str), a
+    tuple of them (`is_list`), None allowed (`optional`); and its dataclass field (default,
+    metadata: help, bounds)."""
+
+    name: str
+    elem: type
+    is_list: bool
+    optional: bool
+    field: dataclasses.Field
+
+    @property
+    def is_number(self) -> bool:
+        return not self.is_list and self.elem in (int, float)
+
+    def describe(self) -> str:
+        """What the value must be, for messages: 'an integer', 'a list of numbers', ..."""
+        if self.is_list:
+            return "a list of " + ("numbers" if self.elem in (int, float) else self.field.metadata.get("items", "names"))
+        return {int: "an integer", float: "a number", bool: "true/false"}.get(self.elem, "a string")
 
 
-def param_field(name: str) -> dataclasses.Field:
-    for f in fields(Params):
+@functools.lru_cache(maxsize=None)
+def _kinds(cls: type) -> dict[str, FieldKind]:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+        inner = next(a for a in args if a is not type(None)) if optional else hint
+        is_list = typing.get_origin(inner) is tuple
+        elem = typing.get_args(inner)[0] if is_list else inner
+        if elem not in _ELEMENTS or (is_list and typing.get_args(inner)[1:] != (Ellipsis,)):
+            raise TypeError(
+                f"{cls.__name__}.{f.name}: annotation {hint} is not supported; use int, float, bool, str, "
+                "tuple[X, ...] of one of them, or either with `| None`"
+            )
+        out[f.name] = FieldKind(f.name, elem, is_list, optional, f)
+    return out
+
+
+def field_kinds(cls: type | None = None) -> dict[str, FieldKind]:
+    """name -> FieldKind for every field of `cls` (default `Params`; a subclass or copy with
+    more fields works too), in field order. Raises TypeError for an annotation no consumer
+    can handle, naming the field."""
+    return _kinds(Params if cls is None else cls)
+
+
+def param_names(cls: type | None = None) -> list[str]:
+    return [f.name for f in fields(Params if cls is None else cls)]
+
+
+def param_field(name: str, cls: type | None = None) -> dataclasses.Field:
+    for f in fields(Params if cls is None else cls):
         if f.name == name:
             return f
-    close = difflib.get_close_matches(name, param_names(), n=1)
+    close = difflib.get_close_matches(name, param_names(cls), n=1)
     raise ParamError(name, f"unknown parameter; did you mean '{close[0]}'?" if close else "unknown parameter")
 
 
-_TUPLE_STR = {"content_layers", "style_layers"}
-_TUPLE_FLOAT = {"style_layer_weights", "style_blend"}
-_INT = {"size", "iterations", "seed", "scales"}
-_FLOAT = {"content_weight", "style_weight", "tv_weight", "lr", "style_scale"}
-_BOOL = {"original_colors"}
+# --------------------------------------------------------------------------------------------
+# Coercion and validation
 
 
-def _coerce(name: str, value: Any) -> Any:
+def _coerce(name: str, value: Any, kinds: Mapping[str, FieldKind] | None = None) -> Any:
     """Turn CLI strings, lists and JSON numbers into the field's type, or raise ParamError."""
     if value is None:
         return None
+    kind = (field_kinds() if kinds is None else kinds)[name]
     if isinstance(value, (list, tuple)):
-        if name not in _TUPLE_STR | _TUPLE_FLOAT:
-            raise ParamError(name, f"takes a single value, not a list ({_type_name(name)})")
+        if not kind.is_list:
+            raise ParamError(name, f"takes a single value, not a list ({kind.describe()})")
         if any(isinstance(x, (list, tuple, dict)) for x in value):
-            raise ParamError(name, f"must be a flat list ({_type_name(name)}), not a nested one")
+            raise ParamError(name, f"must be a flat list ({kind.describe()}), not a nested one")
     elif isinstance(value, dict):
-        raise ParamError(name, f"must be {_type_name(name)}, not an object")
+        raise ParamError(name, f"must be {kind.describe()}, not an object")
     too_long = 0
     try:
-        if name in _TUPLE_STR | _TUPLE_FLOAT:
+        if kind.is_list:
             items = value.split(",") if isinstance(value, str) else list(value)
             if len(items) > MAX_LIST_ITEMS:
                 too_long = len(items)
                 raise ValueError
-            if name in _TUPLE_STR:
-                return tuple(str(s).strip() for s in items if str(s).strip())
-            return tuple(float(s) for s in items if str(s).strip())
-        if name in _INT:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if name in _FLOAT:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if name in _BOOL:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            if isinstance(value, (bool, int)) and value in (0, 1):
-                return bool(value)
-            raise ValueError
-        return str(value) if not isinstance(value, str) else value
+            return tuple(_item(kind.elem, s) for s in items if str(s).strip())
+        return _scalar(kind.elem, value)
     except (TypeError, ValueError):
         if too_long:
             raise ParamError(name, f"lists {too_long} items; at most {MAX_LIST_ITEMS}") from None
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-        raise ParamError(name, f"cannot read {shown} as {_type_name(name)}") from None
+        raise ParamError(name, f"cannot read {shown} as {kind.describe()}") from None
 
 
-def _type_name(name: str) -> str:
-    if name in _TUPLE_STR:
-        return "a list of layer names"
-    if name in _TUPLE_FLOAT:
-        return "a list of numbers"
-    if name in _INT:
-        return "an integer"
-    if name in _FLOAT:
-        return "a number"
-    if name in _BOOL:
-        return "true/false"
-    return "a string"
+def _scalar(elem: type, value: Any) -> Any:
+    """One value as `elem`; raises ValueError/TypeError when it is not one."""
+    if elem is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    if elem is float:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    if elem is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(value, (bool, int)) and value in (0, 1):
+            return bool(value)
+        raise ValueError
+    return str(value) if not isinstance(value, str) else value
+
+
+def _item(elem: type, value: Any) -> Any:
+    """One item of a list field (names are stripped; numbers read as by float()/int())."""
+    if elem is str:
+        return str(value).strip()
+    return float(value) if elem is float else _scalar(elem, value)
+
+
+def _finite_problem(kind: FieldKind, v: Any) -> str | None:
+    if not kind.is_number or v is None:
+        return None
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        return f"must be a finite number, got {v!r}"
+    return None
+
+
+def _bounds_problem(kind: FieldKind, v: Any) -> str | None:
+    """A number outside the field's metadata bounds: `min`/`max` (inclusive), `gt` (exclusive);
+    `unit` and `format` (a format spec, e.g. ',') shape the message."""
+    if not kind.is_number or v is None:
+        return None
+    meta = kind.field.metadata
+    lo, hi, gt, fmt = meta.get("min"), meta.get("max"), meta.get("gt"), meta.get("format", "")
+    unit = f" {meta['unit']}" if meta.get("unit") else ""
+    if lo is not None and hi is not None and not lo <= v <= hi:
+        return f"must be between {lo:{fmt}} and {hi:{fmt}}{unit}, got {v:{fmt}}"
+    if lo is not None and hi is None and v < lo:
+        return f"must be >= {lo}, got {v}"
+    if gt is not None and v <= gt:
+        return f"must be > {gt}, got {v}"
+    return None
+
+
+def _choice_problem(kind: FieldKind, v: Any) -> str | None:
+    """A name not in the field's `choices` registry (its message lists the valid ones)."""
+    choices = kind.field.metadata.get("choices")
+    if choices is None or v is None:
+        return None
+    try:
+        choices.check(v)
+    except KeyError as e:
+        return str(e.args[0])
+    return None
+
+
+def _bool_problem(kind: FieldKind, v: Any) -> str | None:
+    if kind.elem is not bool or kind.is_list or v is None or isinstance(v, bool):
+        return None
+    return "must be true or false"
+
+
+def _check_fields(p: Params, *checks: Callable[[FieldKind, Any], str | None]) -> None:
+    """Run each per-field check over every field (in field order), raising the first problem."""
+    kinds = field_kinds(type(p))
+    for check in checks:
+        for name, kind in kinds.items():
+            why = check(kind, getattr(p, name))
+            if why:
+                raise ParamError(name, why)
 
 
 def _validate(p: Params) -> None:
     # Local import keeps `import stylecore.params` cheap; layers and the catalogue are torch-free.
     from stylecore.layers import layer_names_for
 
-    for name in _INT | _FLOAT:
-        v = getattr(p, name)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)):
-            raise ParamError(name, f"must be a finite number, got {v!r}")
-    if not MIN_SIZE <= p.size <= MAX_SIZE:
-        raise ParamError("size", f"must be between {MIN_SIZE} and {MAX_SIZE} px, got {p.size}")
-    if not 0 <= p.iterations <= MAX_ITERATIONS:
-        raise ParamError("iterations", f"must be between 0 and {MAX_ITERATIONS:,} (steps per scale), got {p.iterations:,}")
-    for name in ("content_weight", "style_weight", "tv_weight"):
-        if getattr(p, name) < 0:
-            raise ParamError(name, f"must be >= 0, got {getattr(p, name)}")
-    if p.lr is not None and p.lr <= 0:
-        raise ParamError("lr", f"must be > 0, got {p.lr}")
-    if not 0.05 <= p.style_scale <= 8:
-        raise ParamError("style_scale", f"must be between 0.05 and 8, got {p.style_scale}")
+    _check_fields(p, _finite_problem, _bounds_problem)
     if round(p.size * p.style_scale) > MAX_STYLE_SIDE:
         largest = math.floor(MAX_STYLE_SIDE / p.size * 100) / 100
         raise ParamError(
@@ -295,17 +343,9 @@ def _validate(p: Params) -> None:
             f"size {p.size} x style_scale {p.style_scale:g} asks for a {round(p.size * p.style_scale):,}-px style image; the "
             f"style image's long side is limited to {MAX_STYLE_SIDE} px: at size {p.size} use style_scale <= {largest:g}",
         )
-    if not 1 <= p.scales <= 6:
-        raise ParamError("scales", f"must be between 1 and 6, got {p.scales}")
     if p.size / 2 ** (p.scales - 1) < 16:
         raise ParamError("scales", f"{p.scales} scales make the coarsest size below 16 px at size {p.size}")
-    for reg, name in ((CONTENT_LOSSES, "content_loss"), (INITS, "init"), (OPTIMIZERS, "optimizer"), (POOLINGS, "pooling")):
-        try:
-            reg.check(getattr(p, name))
-        except KeyError as e:
-            raise ParamError(name, str(e.args[0])) from None
-    if not isinstance(p.original_colors, bool):
-        raise ParamError("original_colors", "must be true or false")
+    _check_fields(p, _choice_problem, _bool_problem)
     valid = layer_names_for(p.weights)
     for name in ("content_layers", "style_layers"):
         layers = getattr(p, name)
@@ -336,176 +376,3 @@ def _validate(p: Params) -> None:
         if not getattr(p, name):
             raise ParamError(name, "must name a weight set or a file")
     _check_best_case_sides(p)
-
-
-def _check_best_case_sides(p: Params) -> None:
-    """Even a square image must survive the pooling stages at the coarsest scale."""
-    coarsest = _scale_sides(p)[0]
-    need, deepest, pools = _need(p, style=False)
-    if coarsest < need:
-        field = "size" if p.scales == 1 else "scales"
-        raise ParamError(
-            field,
-            f"the coarsest scale is {coarsest} px but '{deepest}' comes after {pools} pooling stages and needs "
-            f"images of at least {need} px; {_fix_hint(p, need)}",
-        )
-    style_side = _style_side(coarsest, p.style_scale)
-    need, deepest, pools = _need(p, style=True)
-    if style_side < need:
-        raise ParamError(
-            "style_scale",
-            f"the style image is {style_side} px at the coarsest scale but '{deepest}' comes after {pools} pooling "
-            f"stages and needs at least {need} px; raise style_scale or size",
-        )
-
-
-def _fix_hint(p: Params, need: int) -> str:
-    if p.scales == 1:
-        return f"use size >= {need} or shallower layers"
-    return f"use fewer scales, size >= {need * 2 ** (p.scales - 1)}, or shallower layers"
-
-
-# --------------------------------------------------------------------------------------------
-# Image geometry: every image the engine feeds VGG must survive the pooling stages before the
-# deepest layer it taps (pool k halves the sides k times, and a side of 1 cannot be pooled).
-# Torch-free, so validate checks it from image headers and the worker before any forward pass.
-
-
-def pools_before(layer: str, weights: str = "vgg19-imagenet") -> int:
-    """Pooling stages an image passes through up to and including `layer` (conv4_2: 3, pool5: 5)."""
-    from stylecore.layers import layer_names_for
-
-    names = layer_names_for(weights)
-    return sum(1 for n in names[: names.index(layer) + 1] if n.startswith("pool"))
-
-
-def _need(p: Params, *, style: bool) -> tuple[int, str, int]:
-    """(min short side px, deepest layer, its pool count) for the output (style=False: style,
-    content and LPIPS-content layers) or for the style image (style=True: style layers)."""
-    layers = list(p.style_layers)
-    if not style and p.content_loss == "mse":
-        layers += list(p.content_layers)
-    best = max(((pools_before(n, p.weights), n) for n in layers), default=(0, "-"))
-    if not style and p.content_loss == "lpips" and METRIC_POOLS > best[0]:
-        best = (METRIC_POOLS, "relu5_3 (LPIPS content loss)")
-    return 2 ** best[0], best[1], best[0]
-
-
-def min_short_side(params: Params, *, metrics: bool = False) -> int:
-    """The smallest short side (px) the output may have at every scale: 2^(pooling stages before
-    the deepest layer the losses tap); with `metrics`, also what the worker's LPIPS/Gram metrics
-    need (2^METRIC_POOLS = 16 px)."""
-    need = _need(params, style=False)[0]
-    return max(need, 2 ** METRIC_POOLS) if metrics else need
-
-
-def _fit(hw: tuple[int, int], long_side: int) -> tuple[int, int]:
-    """(H, W) scaled to `long_side` on the long side: the engine's `output_size`."""
-    h, w = hw
-    s = long_side / max(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
-def _scale_sides(p: Params, size: int | None = None) -> list[int]:
-    """Long sides of the scales, coarse to fine (the engine's `scale_sizes`)."""
-    size = p.size if size is None else size
-    return [max(MIN_SIZE, round(size / 2 ** (p.scales - 1 - i))) for i in range(p.scales)]
-
-
-def _style_side(long_side: int, style_scale: float) -> int:
-    return max(MIN_SIZE, round(long_side * style_scale))
-
-
-def _output_ok(p: Params, content_hw: tuple[int, int], size: int, need: int, need_final: int) -> bool:
-    final = _fit(content_hw, size)
-    coarsest = _fit(final, _scale_sides(p, size)[0])
-    return min(coarsest) >= need and min(final) >= need_final
-
-
-def _smallest_size(p: Params, content_hw: tuple[int, int], need: int, need_final: int) -> int | None:
-    h, w = content_hw
-    ratio = max(h, w) / min(h, w)
-    # A lower bound on the answer (rounding moves each side by < 1 px per resize), then scan up.
-    start = max(p.size + 1, math.floor((max(need * 2 ** (p.scales - 1), need_final) - 2 ** p.scales) * ratio))
-    for size in range(min(start, MAX_SIZE + 1), MAX_SIZE + 1):
-        if _output_ok(p, content_hw, size, need, need_final):
-            return size
-    return None
-
-
-def _smallest_style_scale(p: Params, style_hw: tuple[int, int], need: int) -> float | None:
-    h, w = style_hw
-    coarsest = _scale_sides(p)[0]
-    side = max(need, math.floor((need - 1) * max(h, w) / min(h, w)))  # a lower bound, then scan up
-    while side <= MAX_STYLE_SIDE and min(_fit(style_hw, side)) < need:
-        side += 1
-    scale = max(0.05, math.floor((side - 1) / coarsest * 100) / 100)
-    while _style_side(coarsest, scale) < side:  # the smallest 2-decimal scale reaching `side`
-        scale = round(scale + 0.01, 2)
-    if scale > 8 or round(p.size * scale) > MAX_STYLE_SIDE:
-        return None
-    return scale
-
-
-def _output_problem(p: Params, content_hw: tuple[int, int], metrics: bool) -> str | None:
-    need, deepest, pools = _need(p, style=False)
-    need_final = max(need, 2 ** METRIC_POOLS) if metrics else need
-    if _output_ok(p, content_hw, p.size, need, need_final):
-        return None
-    final = _fit(content_hw, p.size)
-    coarsest = _fit(final, _scale_sides(p)[0])
-    what = f"a {final[1]}x{final[0]} output"
-    if min(coarsest) < need:
-        if p.scales > 1:
-            what += f", {coarsest[1]}x{coarsest[0]} at its coarsest scale,"
-        short, why = min(coarsest), f"'{deepest}' comes after {pools} pooling stage(s) and needs {need} px"
-    else:
-        short, why = min(final), f"the worker's LPIPS metric needs {need_final} px"
-    best = _smallest_size(p, content_hw, need, need_final)
-    fix = f"use size >= {best}" if best is not None else f"no size up to {MAX_SIZE} works at this aspect ratio: crop the image or use shallower layers"
-    return f"at size {p.size} the {content_hw[1]}x{content_hw[0]} content image gives {what} whose short side is {short} px; {why}; {fix}"
-
-
-def image_side_problems(
-    params: Params,
-    content_hw: tuple[int, int] | None,
-    style_hws: Sequence[tuple[int, int]] = (),
-    *,
-    metrics: bool = False,
-) -> list[tuple[str, str]]:
-    """(field, message) for each image too small, at some scale, for the pooling stages before
-    the deepest layer used: the output (from the content's (H, W) at `size`, every scale) and each
-    style image (at `size x style_scale`). `metrics`: the output must also suit the worker's LPIPS
-    and Gram metrics (16 px). Messages name the sizes and the smallest workable size/style_scale."""
-    out: list[tuple[str, str]] = []
-    p = params
-    if content_hw is not None:
-        problem = _output_problem(p, content_hw, metrics)
-        if problem:
-            out.append(("size", problem))
-    need, deepest, pools = _need(p, style=True)
-    coarsest_side = _style_side(_scale_sides(p)[0], p.style_scale)
-    for k, hw in enumerate(style_hws):
-        shw = _fit(hw, coarsest_side)
-        if min(shw) >= need:
-            continue
-        best = _smallest_style_scale(p, hw, need)
-        fix = f"use style_scale >= {best:g}" if best is not None else "crop the style image"
-        which = f"style image {k + 1} ({hw[1]}x{hw[0]})" if len(style_hws) > 1 else f"the {hw[1]}x{hw[0]} style image"
-        out.append((
-            "style_scale",
-            f"{which} is {shw[1]}x{shw[0]} at style side {coarsest_side} px; its short side is below the {need} px "
-            f"'{deepest}' needs ({pools} pooling stage(s)); {fix}",
-        ))
-    return out
-
-
-def check_job(params: Params, content_hw: tuple[int, int], style_hws: Sequence[tuple[int, int]], *, metrics: bool = False) -> None:
-    """Worker/engine check of one row's images against the bounds: at most MAX_STYLES styles, and
-    every image large enough for the pooling stages (see `image_side_problems`). Sizes are (H, W)
-    of the images as given to the engine. Raises ParamError naming the size and the minimum."""
-    if len(style_hws) > MAX_STYLES:
-        raise ParamError("style", f"{len(style_hws)} style images in one blend; at most {MAX_STYLES}")
-    problems = image_side_problems(params, content_hw, style_hws, metrics=metrics)
-    if problems:
-        raise ParamError(*problems[0])

@@ -1,25 +1,23 @@
 """`stxpipe stylize CONTENT STYLE [STYLE...] -o OUT.png`: one image, every `Params` field an option.
 
-The options are generated from `dataclasses.fields(Params)` (names, defaults, help), so a new
-field or a changed default reaches the CLI without an edit here. Every param option takes a
+The options are generated from `stylecore.params.field_kinds(Params)` (names, types, defaults,
+help), so a new field or a changed default reaches the CLI without an edit here. Every param option takes a
 string and is converted and validated by `Params` itself, so a bad value is reported exactly as
 a manifest row would report it (`error: param 'optimizer': ...`, exit 1).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import sys
-import typing
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
 
 from pipeline.cli.common import friendly_errors
-from stylecore.params import Params
+from stylecore.params import FieldKind, Params, field_kinds
 
 # Names of the command's own (non-Params) parameters; a Params field must not reuse them.
 _OWN = ("content", "styles", "output", "device")
@@ -34,48 +32,46 @@ def _cli_default(value: Any) -> Optional[str]:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _metavar(tp: Any) -> str:
-    """What the option takes, from the field's type hint."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if tp is int:
-        return "INT"
-    if tp is float or args == [float]:
-        return "FLOAT"
-    inner = tp if typing.get_origin(tp) is tuple else (args[0] if len(args) == 1 else None)
-    if typing.get_origin(inner) is tuple:
-        return "NAME,..." if typing.get_args(inner)[0] is str else "X,..."
-    return "TEXT"
+def _metavar(kind: FieldKind) -> str:
+    """What the option takes, from the field's annotation."""
+    if kind.is_list:
+        return "NAME,..." if kind.elem is str else "X,..."
+    return {int: "INT", float: "FLOAT"}.get(kind.elem, "TEXT")
 
 
-def _param_option(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
-    """One keyword parameter carrying a `typer.Option` for Params field `f`."""
+def _param_option(kind: FieldKind) -> inspect.Parameter:
+    """One keyword parameter carrying a `typer.Option` for one Params field."""
+    f = kind.field
     flag = "--" + f.name.replace("_", "-")
     help_ = f.metadata.get("help", "")
-    if hint is bool:
+    if kind.elem is bool and not kind.is_list:
         opt = typer.Option(f.default, f"{flag}/--no-{flag[2:]}", help=help_)
         return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=bool)
-    if typing.get_origin(hint) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(hint)):
+    if kind.is_list:
         help_ += " (comma list)"
-    opt = typer.Option(_cli_default(f.default), flag, metavar=_metavar(hint), help=help_)
+    opt = typer.Option(_cli_default(f.default), flag, metavar=_metavar(kind), help=help_)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[str])
 
 
-def with_params_options(func: Callable[..., None]) -> Callable[..., None]:
-    """Append one option per `Params` field to `func`'s signature (for Typer); `func` is called
-    with its own arguments plus `params=Params.from_dict(<the options>)`. A `ParamError` (a
-    ValueError naming the field) becomes `error: ...` and exit 1."""
-    hints = typing.get_type_hints(Params)
-    fields = dataclasses.fields(Params)
-    clash = [f.name for f in fields if f.name in _OWN]
+def with_params_options(func: Callable[..., None] | None = None, *, params_cls: type | None = None) -> Any:
+    """Append one option per field of `params_cls` (default `Params`) to `func`'s signature (for
+    Typer); `func` is called with its own arguments plus `params=params_cls.from_dict(<the
+    options>)`. A `ParamError` (a ValueError naming the field) becomes `error: ...` and exit 1.
+    Use as `@with_params_options` or `with_params_options(func, params_cls=...)`."""
+    if func is None:
+        return functools.partial(with_params_options, params_cls=params_cls)
+    cls = params_cls or Params
+    kinds = field_kinds(cls)
+    clash = [name for name in kinds if name in _OWN]
     assert not clash, f"Params fields clash with command parameters: {clash}"
     own = [p for name, p in inspect.signature(func, eval_str=True).parameters.items() if name != "params"]
-    generated = [_param_option(f, hints[f.name]) for f in fields]
+    generated = [_param_option(k) for k in kinds.values()]
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> None:
-        values = {f.name: kwargs.pop(f.name) for f in fields}
+        values = {name: kwargs.pop(name) for name in kinds}
         with friendly_errors():
-            params = Params.from_dict(values)
+            params = cls.from_dict(values)
         func(**kwargs, params=params)
 
     wrapper.__signature__ = inspect.Signature(own + generated)  # type: ignore[attr-defined]

@@ -48,7 +48,6 @@ from pipeline.manifest.schema import (
     _default_params,
     _explicit_params,
     _manifest_dir,
-    _param_kinds,
     _params_json,
     _ParamsResolver,
     _reserved_problem,
@@ -87,6 +86,6 @@ __all__ = [
     # private names other modules and tests reach for
     "_ARROW", "_ParamsResolver", "_as_spec", "_blend_problems", "_coerce_one", "_column_of", "_default_params",
     "_expand_remote", "_explicit_params", "_filesystem", "_fmt_cell", "_fmt_value", "_has_glob", "_is_str", "_is_str_list",
-    "_manifest_dir", "_param_kinds", "_params_json", "_parse_params_json", "_probe", "_probe_all", "_read_csv", "_read_table",
+    "_manifest_dir", "_params_json", "_parse_params_json", "_probe", "_probe_all", "_read_csv", "_read_table",
     "_reserved_problem", "_schema_problems", "_size_problems", "_strip_prefix", "_varying_params",
 ]

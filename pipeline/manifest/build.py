@@ -78,24 +78,25 @@ class BuildSummary:
         return out
 
 
-def parse_param(text: str) -> tuple[str, Any]:
-    """`key=value` -> (key, coerced value). Raises ParamError for unknown names or bad values."""
+def parse_param(text: str, params_cls: type | None = None) -> tuple[str, Any]:
+    """`key=value` -> (key, value coerced to the field's type in `params_cls`, default `Params`).
+    Raises ParamError for unknown names or bad values."""
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ParamError(key or text, f"expected key=value, got '{text}'")
-    return key, _coerce_one(key, value.strip())
+    return key, _coerce_one(key, value.strip(), params_cls)
 
 
-def parse_sweep(text: str) -> tuple[str, tuple]:
+def parse_sweep(text: str, params_cls: type | None = None) -> tuple[str, tuple]:
     """`key=v1,v2,...` -> (key, coerced values). List-valued params separate values with `;`
     (their items with `,`): `style_layers=pool1;pool2`. Scalars accept `,` or `;`."""
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ParamError(key or text, f"expected key=v1,v2,..., got '{text}'")
-    parts = value.split(";") if is_list_param(key) else re.split(r"[,;]", value)
-    values = tuple(_coerce_one(key, v.strip()) for v in parts if v.strip())
+    parts = value.split(";") if is_list_param(key, params_cls) else re.split(r"[,;]", value)
+    values = tuple(_coerce_one(key, v.strip(), params_cls) for v in parts if v.strip())
     if not values:
         raise ParamError(key, f"sweep '{text}' lists no values")
     dupes = sorted({_fmt_value(v) for v in values if values.count(v) > 1})
@@ -104,10 +105,10 @@ def parse_sweep(text: str) -> tuple[str, tuple]:
     return key, values
 
 
-def _coerce_one(key: str, value: str) -> Any:
+def _coerce_one(key: str, value: str, params_cls: type | None = None) -> Any:
     # Params does the coercion (one place for types); a value valid on its own may still clash
     # with another param, which the per-combination check in plan_manifest reports.
-    v = getattr(Params.from_dict({key: value}), key)
+    v = getattr((params_cls or Params).from_dict({key: value}), key)
     return list(v) if isinstance(v, tuple) else v
 
 
@@ -174,10 +175,12 @@ def _read_csv(path: str) -> list[tuple[str, tuple[str, ...], dict[str, str]]]:
     return out
 
 
-def plan_manifest(config: BuildConfig, output: str | os.PathLike) -> tuple[list[RowSpec], BuildSummary]:
-    """The rows `config` describes (paths as they will be written to `output`) and a summary."""
+def plan_manifest(config: BuildConfig, output: str | os.PathLike, params_cls: type | None = None) -> tuple[list[RowSpec], BuildSummary]:
+    """The rows `config` describes (paths as they will be written to `output`) and a summary.
+    `params_cls` (default `Params`) reads and checks the --param/--sweep values."""
     out = os.fspath(output)
-    fixed, sweeps = _grid(config)
+    params_cls = params_cls or Params
+    fixed, sweeps = _grid(config, params_cls)
     pairs = _pairs(config)
     # Check each parameter combination once, up front: a bad combination is one message, not
     # one per row.
@@ -185,7 +188,7 @@ def plan_manifest(config: BuildConfig, output: str | os.PathLike) -> tuple[list[
     combos = [dict(fixed, **dict(zip(keys, values))) for values in itertools.product(*(v for _, v in sweeps))]
     for combo in combos:
         try:
-            Params.from_dict(combo)
+            params_cls.from_dict(combo)
         except ParamError as e:
             shown = " ".join(f"{k}={_fmt_value(v)}" for k, v in combo.items())
             raise ParamError(e.field, f"{_strip_prefix(e)} (in the combination {shown})") from None
@@ -215,12 +218,12 @@ def plan_manifest(config: BuildConfig, output: str | os.PathLike) -> tuple[list[
     return rows, summary
 
 
-def _grid(config: BuildConfig) -> tuple[dict[str, Any], list[tuple[str, tuple]]]:
+def _grid(config: BuildConfig, params_cls: type) -> tuple[dict[str, Any], list[tuple[str, tuple]]]:
     """(the --param values, the --sweeps), each key given once."""
-    fixed = dict(parse_param(p) for p in config.params)
+    fixed = dict(parse_param(p, params_cls) for p in config.params)
     if len(fixed) != len(config.params):
         raise ValueError("a --param key is given twice; give each key once")
-    sweeps = [parse_sweep(s) for s in config.sweeps]
+    sweeps = [parse_sweep(s, params_cls) for s in config.sweeps]
     keys = [k for k, _ in sweeps]
     for k in keys:
         if keys.count(k) > 1:

@@ -21,15 +21,13 @@ import functools
 import hashlib
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
 from pipeline import storage
-from stylecore.params import MAX_STYLES, ParamError, Params, param_field
+from stylecore.params import MAX_STYLES, ParamError, Params, field_kinds, param_field
 
 REQUIRED_COLUMNS = ("content", "style")
 # The manifest's own columns; every other column is carried through to the results.
@@ -192,37 +190,24 @@ def _params_json(params: Params) -> str:
 # Params: types and resolution
 
 
-@functools.lru_cache(maxsize=1)
-def _param_kinds() -> dict[str, tuple[bool, type]]:
-    """name -> (is_list, element type), read from Params' annotations so new fields need no edit here."""
-    kinds = {}
-    for name, hint in typing.get_type_hints(Params).items():
-        inner = hint
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `X | None`
-            inner = next(a for a in typing.get_args(hint) if a is not type(None))
-        if typing.get_origin(inner) is tuple:
-            kinds[name] = (True, typing.get_args(inner)[0])
-        else:
-            kinds[name] = (False, inner)
-    return kinds
-
-
-def is_list_param(name: str) -> bool:
-    """True for list-valued params (`style_layers`, `style_blend`, ...)."""
-    param_field(name)  # raises ParamError with the closest valid name
-    return _param_kinds()[name][0]
+def is_list_param(name: str, params_cls: type | None = None) -> bool:
+    """True for list-valued params (`style_layers`, `style_blend`, ...), from the annotation of
+    `params_cls` (default `Params`)."""
+    param_field(name, params_cls)  # raises ParamError with the closest valid name
+    return field_kinds(params_cls)[name].is_list
 
 
 _ARROW = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string()}
 
 
-@functools.lru_cache(maxsize=1)
-def params_struct_type() -> pa.StructType:
-    """Arrow struct with one typed, nullable field per `Params` field."""
+@functools.lru_cache(maxsize=None)
+def params_struct_type(params_cls: type | None = None) -> pa.StructType:
+    """Arrow struct with one typed, nullable field per field of `params_cls` (default
+    `Params`), typed from its annotation: the manifest's `params` column and the results'."""
     out = []
-    for name, (is_list, elem) in _param_kinds().items():
-        t = _ARROW.get(elem, pa.string())
-        out.append(pa.field(name, pa.list_(t) if is_list else t))
+    for name, kind in field_kinds(params_cls).items():
+        t = _ARROW[kind.elem]
+        out.append(pa.field(name, pa.list_(t) if kind.is_list else t))
     return pa.struct(out)
 
 
@@ -277,14 +262,15 @@ def _explicit_params(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def non_default_params(params: Params) -> dict[str, Any]:
-    """The fields of `params` that differ from the engine's defaults (for display and writing)."""
-    default = _default_params()
+    """The fields of `params` that differ from the engine's defaults (for display and writing);
+    the defaults of `params`' own class, so a subclass with more fields works too."""
+    default = _default_params(type(params))
     return {k: v for k, v in params.to_dict().items() if v != default[k]}
 
 
-@functools.lru_cache(maxsize=1)
-def _default_params() -> dict[str, Any]:
-    return Params().to_dict()
+@functools.lru_cache(maxsize=None)
+def _default_params(params_cls: type = Params) -> dict[str, Any]:
+    return params_cls().to_dict()
 
 
 def _blend_problems(params: Params, n_styles: int) -> list[tuple[str, str]]:
