@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
 from pipeline import results as R
+from pipeline import storage
 from pipeline.manifest import ManifestError, ManifestRow, validate_manifest
 from pipeline.scheduler import Died, Done, Failed, InitFailed, Outcome, RowTask, Scheduler, SchedulerConfig
 from pipeline.worker import CHAOS_ENV, StyleWorker, error_row  # noqa: F401 (CHAOS_ENV: the tests' fault hook)
@@ -282,7 +283,7 @@ def submit(cfg: SubmitConfig, progress: bool = True, echo: Callable[[str], None]
             echo(line)
         return SubmitSummary(pl.out, skipped=pl.done)
     out = cfg.output()
-    out = out if "://" in out else os.path.abspath(out)
+    out = out if storage.is_uri(out) else os.path.abspath(out)
     check_output_writable(out)
     with R.lock_output(out, echo=echo):  # before planning: which rows are done can't change under us
         pl = plan(cfg, say=echo)
@@ -317,7 +318,7 @@ def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress
                 url = summary.dashboard_url if "://" in summary.dashboard_url else f"http://{summary.dashboard_url}"
                 echo(f"Ray dashboard: {url}")
             ray_session.check_resources(cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker)
-            if not embedded and "://" not in out:
+            if not embedded and not storage.is_remote(out):
                 ray_session.check_shared_output(out)
         sink = _Results(out, len(pl.to_run), summary, progress)
         try:
