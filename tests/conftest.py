@@ -157,6 +157,19 @@ def hed_file(hed_store: Path) -> Path:
     return hed_store / "weights" / "vgg16-hed.pth"
 
 
+def clear_model_caches() -> None:
+    """Forget every model loaded in this process: the VGGs (`weights.clear_model_cache`) AND the
+    LPIPS models built on them. Clearing only the first leaves a cached LPIPS on a VGG object the
+    transfer no longer gets from `load_vgg`, so later tests lose the shared backbone (an order
+    dependency: tests/stylecore/test_transfer.py counts those passes)."""
+    from stylecore import lpips as L
+    from stylecore import weights as W
+
+    W.clear_model_cache()
+    with L._lock:
+        L._cache.clear()
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """Folder with content/ and style/ sample JPEGs (<= 256 px)."""

@@ -18,6 +18,7 @@ from pipeline.preflight import (
 )
 from stylecore import catalog as C
 from stylecore import weights as W
+from tests.conftest import clear_model_caches
 from stylecore.params import Params
 
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
@@ -35,7 +36,7 @@ def offline(monkeypatch) -> None:
 def _move_home(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("STXPIPE_HOME", str(tmp_path / "stx"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    W.clear_model_cache()
+    clear_model_caches()
     return tmp_path / "stx"
 
 

@@ -21,6 +21,7 @@ import torch
 from stylecore import catalog as C
 from stylecore import weights as W
 from stylecore.vgg import VGGFeatures
+from tests.conftest import clear_model_caches
 
 
 @pytest.fixture
@@ -28,9 +29,9 @@ def home(tmp_path, monkeypatch) -> Path:
     """An empty STXPIPE_HOME and TORCH_HOME: nothing cached."""
     monkeypatch.setenv("STXPIPE_HOME", str(tmp_path / "stx"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    W.clear_model_cache()
+    clear_model_caches()
     yield tmp_path
-    W.clear_model_cache()
+    clear_model_caches()
 
 
 def _no_network(monkeypatch):
@@ -100,7 +101,7 @@ def test_corrupted_cache_file_is_detected_by_hash(hed_file, home):
     shutil.copyfile(src, dst / "vgg16-hed.pth")  # a writable copy: the session's file is shared
     shutil.copyfile(src.with_name("vgg16-hed.pth.json"), dst / "vgg16-hed.pth.json")
     W.load_vgg("vgg16-hed")  # the intact copy loads
-    W.clear_model_cache()
+    clear_model_caches()
     data = bytearray((dst / "vgg16-hed.pth").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (dst / "vgg16-hed.pth").write_bytes(bytes(data))
