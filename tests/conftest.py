@@ -8,7 +8,8 @@ Isolation, two layers:
   session temp folder; `RAY_ADDRESS` cleared (an embedded Ray, never a developer's cluster);
   `RAY_AUTH_TOKEN` set to a fresh token, so Ray's token authentication never reads or writes
   `~/.ray/auth_token`; `RAY_TMPDIR` a short temp folder (Ray's sessions, sockets and logs, instead
-  of `/tmp/ray`), removed at the end; Ray's usage stats off;
+  of `/tmp/ray`) and `TMPDIR` inside it (temp files of this process and every subprocess, such as
+  the `pymp-*` folders a killed worker leaves), removed at the end; Ray's usage stats off;
 - for every test (`_test_env`): its own empty `STXPIPE_HOME` and `TORCH_HOME`, its own working
   directory (so a default `./stxpipe-out` or `./stxpipe-demo` would land there, not in the
   repository), `RAY_ADDRESS` cleared again, and pip unable to reach a package index unless the
@@ -56,7 +57,11 @@ def _session_env(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("session-env")
     # Short, under /tmp: Ray puts unix sockets in it (a path limit of 107 bytes).
     ray_tmp = tempfile.mkdtemp(prefix="stxr-", dir="/tmp")
+    scratch = os.path.join(ray_tmp, "tmp")  # everyone else's temp files (multiprocessing's pymp-*, ...)
+    os.mkdir(scratch)
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", scratch)  # subprocesses, Ray's workers among them
+        mp.setattr(tempfile, "tempdir", scratch)  # this process (tempfile caches its choice)
         mp.setenv("STXPIPE_HOME", str(root / "stxpipe-home"))
         mp.setenv("TORCH_HOME", str(root / "torch-home"))
         mp.setenv("XDG_CACHE_HOME", str(root / "xdg-cache"))
