@@ -175,8 +175,8 @@ def test_embedded_ray_listens_on_loopback_only_and_leaves_nothing_behind(keep_au
 
 @pytest.fixture(scope="class")
 def embedded():
-    """One embedded Ray (1 CPU) started through connect() with no address, for the checks of
-    `TestOnOneEmbeddedNode`."""
+    """One embedded Ray (1 CPU) started through connect() with no address, for the checks of one
+    class (`TestOnOneEmbeddedNode`, `TestAProbePastItsDeadline`), stopped at its end."""
     import ray
 
     saved = os.environ.get("RAY_AUTH_MODE")
@@ -247,6 +247,13 @@ class TestOnOneEmbeddedNode:
         assert f"node {node[:8]}" in msg and "1 of 1 nodes" in msg and "FileNotFoundError" in msg
         assert "s3://" in msg and "shared filesystem mounted at the same path on every node" in msg
         assert list(out.iterdir()) == []  # marker removed on failure too
+
+
+@pytest.mark.slow
+class TestAProbePastItsDeadline:
+    """On an embedded Ray of its own: the probe it gives up on is force-cancelled, which kills
+    the worker process running it; on a shared session that kill could land on the next test's
+    probe (seen once under load in random order: WorkerCrashedError)."""
 
     def test_check_shared_output_has_a_deadline(self, embedded, tmp_path):
         t0 = time.monotonic()
