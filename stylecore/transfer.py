@@ -2,17 +2,19 @@
 
 Split the way the method is: models (`StyleTransfer.__init__`, cached per process), targets
 (`_targets`: content features, style Grams computed once per style), initial image (`_init`),
-optimiser (`_optimizer`), and the loop (`_optimize`). The core never prints: progress goes to a
-callback with a small `Progress` dataclass.
+the objective (`_Objective`: per-row losses) and the loop (`_optimize`). The core never prints:
+progress goes to a callback with a small `Progress` dataclass.
 
-Batching: rows are stacked along the batch dimension and their (B,) losses summed. With Adam
-the rows stay independent problems (element-wise updates), so a batch gives the same images as
-single runs. With L-BFGS the rows share one quasi-Newton history and line search: each row still
-converges, but not bit-for-bit as it would alone.
-"""
+Batching: rows are stacked along the batch dimension for one forward + backward per evaluation,
+but each row is its own problem: per-row losses (no batch-level normaliser), per-row optimiser
+state (Adam: one leaf tensor per row; L-BFGS: `stylecore.optim.BatchedLBFGS`, own history, line
+search, step size and stopping per row). A row's image therefore depends only on its own content,
+style, params and weights, not on its batch-mates, up to the kernels' batch-size-dependent
+rounding (see `StyleTransfer.__init__`)."""
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -21,7 +23,8 @@ import torch
 
 from stylecore.cache import ByteLRU
 from stylecore.images import preserve_colors, resize_tensor as resize
-from stylecore.losses import ContentLoss, StyleLoss, TVLoss, blend_grams, gram_matrix, normalized_layer_weights
+from stylecore.losses import ContentLoss, StyleLoss, blend_grams, gram_matrix, normalized_layer_weights, total_variation
+from stylecore.optim import BatchedLBFGS, LBFGSConfig
 from stylecore.params import Params, check_job
 from stylecore.weights import load_vgg
 
@@ -41,7 +44,9 @@ class TransferJob:
 
 @dataclass(frozen=True)
 class Progress:
-    """One optimisation step of a batch; `losses` are means over the batch (unweighted)."""
+    """One optimisation step of a batch. `step` counts the iterations of the row furthest on (rows
+    may stop at different steps); `losses` are means (unweighted) over the rows evaluated last,
+    i.e. the rows still optimising."""
 
     step: int
     total_steps: int
@@ -54,7 +59,7 @@ class Progress:
 class TransferResult:
     image: torch.Tensor  # (3, H, W) in [0, 1], on the CPU
     losses: dict[str, float]  # final unweighted content/style/tv and the weighted total
-    steps: int  # optimisation steps actually taken, all scales
+    steps: int  # optimisation steps this row actually took, all scales
     seconds: float
     weights: str  # label of the transfer weights (name + sha256, or RANDOM)
     extra: dict = field(default_factory=dict)
@@ -67,7 +72,7 @@ ProgressFn = Callable[[Progress], None]
 # 256 MiB holds ~100 of the former, ~12 of the latter.
 GRAM_CACHE_BYTES = 256 * 2**20
 
-# L-BFGS iterations per optimizer.step() call (see `StyleTransfer._optimize`).
+# L-BFGS iterations per step call of a row (`stylecore.optim.lbfgs_step`; see `StyleTransfer._optimize`).
 LBFGS_CHUNK = 25
 
 # Fields that must agree across rows optimised in one batch (one forward over the stack).
@@ -103,9 +108,15 @@ class StyleTransfer:
     """The engine. Holds the models for its device; `run` optimises a batch of rows."""
 
     def __init__(self, device: str | torch.device | None = None, style_cache_bytes: int = GRAM_CACHE_BYTES, batch_invariant: bool = False):
-        """`batch_invariant`: make a row's image independent of its batch-mates on the CPU by
-        turning off oneDNN, whose batch-size-dependent kernels differ in the last bits; max
-        pooling and ReLU kinks can amplify that to ~1e-2 on a few pixels. Costs 1.2-2x per step."""
+        """`batch_invariant`: optimise the rows of a batch one at a time, so that each row's image is
+        bitwise the image of a lone run (`run([job])`). Without it the rows share one batched
+        forward + backward per evaluation; each row still has its own losses, optimiser state and
+        stopping, but multi-threaded CPU kernels (oneDNN convolutions, reductions, bmm) round a row
+        differently at batch size 1 than inside a batch (~1e-7 relative in losses and gradients),
+        and L-BFGS's line searches amplify that over tens of steps (2 threads, 48-256 px, 20-30
+        steps: mean 0-5 of 255, metrics within ~4%; Adam < 0.01 of 255). Cost: the batching
+        speed-up, small on the CPU (batch of 4, per step: 1.12x at 96x128, 0.9x at 192x256 with one
+        thread; ~1.6x at 48x64), most of it on a GPU. Progress then reports each row's steps in turn."""
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_invariant = batch_invariant
         # Style Gram targets by (style key, style side, weights, pooling, layers, device).
@@ -125,9 +136,10 @@ class StyleTransfer:
         """Optimise every job; all must share `batch_key` (same output size and BATCH_FIELDS)."""
         if not jobs:
             return []
-        if self.batch_invariant and self.device.type == "cpu":
-            with torch.backends.mkldnn.flags(enabled=False):
-                return self._run(jobs, progress)
+        if self.batch_invariant and len(jobs) > 1:
+            for j in jobs[1:]:
+                _check_compatible(jobs[0], j)  # the same contract as a batch
+            return [self._run([j], progress)[0] for j in jobs]
         return self._run(jobs, progress)
 
     def _run(self, jobs: Sequence[TransferJob], progress: ProgressFn | None) -> list[TransferResult]:
@@ -140,7 +152,7 @@ class StyleTransfer:
             check_job(j.params, tuple(j.content.shape[-2:]), [tuple(s.shape[-2:]) for s in j.styles])
         vgg, rw = self.vgg(p0)
         x: torch.Tensor | None = None
-        steps = 0
+        steps = [0] * len(jobs)  # per row, all scales
         sizes = scale_sizes(p0)
         for si, long_side in enumerate(sizes):
             shw = output_size(hw, long_side) if long_side != p0.size else hw
@@ -148,9 +160,9 @@ class StyleTransfer:
             content_loss, style_loss = self._targets(jobs, contents, long_side, vgg)
             x = self._init(jobs, contents) if x is None else resize(x.detach(), shw)
             x, taken, losses = self._optimize(
-                jobs, x, vgg, content_loss, style_loss, progress, si, len(sizes), steps, p0.iterations * len(sizes)
+                jobs, x, vgg, content_loss, style_loss, progress, si, len(sizes), max(steps), p0.iterations * len(sizes)
             )
-            steps += taken
+            steps = [a + b for a, b in zip(steps, taken)]
         assert x is not None
         out = x.detach().clamp(0, 1)
         if any(j.params.original_colors for j in jobs):
@@ -159,7 +171,7 @@ class StyleTransfer:
         seconds = time.perf_counter() - t0
         label = rw.label()
         return [
-            TransferResult(out[i].cpu(), {k: float(v[i]) for k, v in losses.items()}, steps, seconds / len(jobs), label)
+            TransferResult(out[i].cpu(), {k: float(v[i]) for k, v in losses.items()}, steps[i], seconds / len(jobs), label)
             for i in range(len(jobs))
         ]
 
@@ -220,89 +232,115 @@ class StyleTransfer:
         return torch.cat(imgs).clone()
 
     # ------------------------------------------------------------------ optimiser + loop
-    @staticmethod
-    def _optimizer(params: Params, x: torch.Tensor) -> torch.optim.Optimizer:
-        if params.optimizer == "lbfgs":
-            # max_iter is set per chunk in `_optimize`; the history persists across step() calls.
-            return torch.optim.LBFGS(
-                [x], lr=params.learning_rate, max_iter=LBFGS_CHUNK, max_eval=LBFGS_CHUNK * 4, history_size=50, line_search_fn="strong_wolfe"
-            )
-        return torch.optim.Adam([x], lr=params.learning_rate)
-
     def _optimize(self, jobs, x, vgg, content_loss, style_loss, progress, scale, n_scales, done, total):
-        """Run `iterations` steps; returns (image, steps taken, final (B,) losses).
+        """Run `iterations` steps per row; returns (image (B, 3, H, W), steps per row, final (B,) losses).
 
-        L-BFGS runs in chunks of LBFGS_CHUNK iterations per step() call: every call re-evaluates
-        its starting point, so one iteration per call would cost two evaluations per step. The
-        image is clamped to [0, 1] between chunks (and Adam steps)."""
+        Every row has its own optimiser state. L-BFGS (`stylecore.optim.BatchedLBFGS`) runs per row
+        in chunks of LBFGS_CHUNK iterations, as one `torch.optim.LBFGS.step()` call each (a call
+        re-evaluates its starting point, so one iteration per call would cost two evaluations per
+        step); the row is clamped to [0, 1] between its chunks. Adam updates one leaf tensor per
+        row, clamped after every step. Progress `losses` are means over the rows evaluated."""
         p = jobs[0].params
-        dev = x.device
-        cw = torch.tensor([j.params.content_weight for j in jobs], device=dev)  # (B,)
-        sw = torch.tensor([j.params.style_weight for j in jobs], device=dev)
-        tw = torch.tensor([j.params.tv_weight for j in jobs], device=dev)
-        layers = list(dict.fromkeys((p.content_layers if p.content_loss == "mse" else ()) + p.style_layers))
-        # LPIPS content on the same backbone module as the style VGG (e.g. vgg16-hed for both):
-        # one forward serves both losses instead of two.
-        shared = isinstance(content_loss, _LPIPSContent) and content_loss.model.backbone is vgg
-        if shared:
-            layers = list(dict.fromkeys(layers + list(content_loss.model.layers)))
-        tv = TVLoss()
-        use_tv = bool((tw > 0).any())
-        x = x.detach().requires_grad_(True)
-        opt = self._optimizer(p, x)
+        objective = _Objective(jobs, vgg, content_loss, style_loss)
         last: dict[str, torch.Tensor] = {}
-        steps = 0
-
-        def losses() -> dict[str, torch.Tensor]:
-            feats = vgg(x, layers)
-            if p.content_loss == "mse":
-                lc = content_loss(feats)  # (B,)
-            else:
-                lc = content_loss.from_features(feats) if shared else content_loss(x)
-            ls = style_loss(feats)
-            lt = tv(x) if use_tv else torch.zeros_like(ls)  # skip the work when every tv_weight is 0
-            return dict(content=lc, style=ls, tv=lt, total=cw * lc + sw * ls + tw * lt)
 
         def report(step: int) -> None:
             if progress is not None:
                 progress(Progress(done + step, total, scale, n_scales, {k: float(v.mean()) for k, v in last.items()}))
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            ls = losses()
-            loss = ls["total"].sum()
-            loss.backward()
-            last.update({k: v.detach() for k, v in ls.items()})
-            if p.optimizer == "lbfgs":  # report each new iteration once, as the line search runs
-                n = opt.state[x].get("n_iter", 1)  # cumulative over the chunks of this scale
+        if p.optimizer == "lbfgs":
+            cfg = LBFGSConfig(lr=p.learning_rate, history_size=50)
+            opt = BatchedLBFGS(x, cfg, p.iterations, LBFGS_CHUNK, evals_per_iter=4, project=lambda r: r.clamp_(0, 1))
+            reported = [0]
+
+            def loss_fn(pts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # (R, 3, H, W), (R,) -> (R,)
+                ls = objective(pts, rows)
+                last.clear()
+                last.update({k: v.detach() for k, v in ls.items()})
+                return ls["total"]
+
+            def on_eval() -> None:  # report each new iteration once (of the row furthest on)
+                n = max(s.n_iter for s in opt.states)
                 if n > reported[0]:
                     reported[0] = n
                     report(n)
-            return loss
 
-        reported = [0]
-        while steps < p.iterations:
-            if p.optimizer == "lbfgs":
-                chunk = min(LBFGS_CHUNK, p.iterations - steps)
-                opt.param_groups[0]["max_iter"] = chunk
-                state = opt.state[x]
-                before, evals_before = state.get("n_iter", 0), state.get("func_evals", 0)
-                opt.param_groups[0]["max_eval"] = chunk * 4
+            x = opt.run(loss_fn, on_eval)
+            steps = list(opt.steps)
+        else:
+            rows = [x[i : i + 1].detach().clone().requires_grad_(True) for i in range(x.shape[0])]  # B x (1, 3, H, W)
+            opt = torch.optim.Adam(rows, lr=p.learning_rate)
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                ls = objective(torch.cat(rows))
+                loss = ls["total"].sum()
+                loss.backward()
+                last.update({k: v.detach() for k, v in ls.items()})
+                return loss
+
+            for step in range(1, p.iterations + 1):
                 opt.step(closure)
-                taken = state["n_iter"] - before
-                steps += taken
-                evals_left = state["func_evals"] - evals_before < chunk * 4
-                if taken < chunk and evals_left:  # stopped on a tolerance: converged, not out of evaluations
-                    break
-            else:
-                opt.step(closure)
-                steps += 1
-                report(steps)
-            with torch.no_grad():
-                x.clamp_(0, 1)  # keep pixels valid; the optimisers may step outside [0, 1]
-        with torch.no_grad():  # losses of the returned (clamped) image
-            final = losses()
+                report(step)
+                with torch.no_grad():
+                    for r in rows:
+                        r.clamp_(0, 1)  # keep pixels valid; Adam may step outside [0, 1]
+            x = torch.cat(rows).detach()
+            steps = [p.iterations] * x.shape[0]
+        with torch.no_grad():  # losses of the returned (clamped) images
+            final = objective(x)
         return x.detach(), steps, final
+
+
+class _Objective:
+    """Per-row losses of a batch: `(x (R, 3, H, W), rows (R,) or None = all) -> dict of (R,)`
+    (content, style, tv, total = weighted sum). Nothing couples rows: every term is per row, and
+    the loss modules' per-row targets are restricted to `rows` when only some rows are evaluated."""
+
+    def __init__(self, jobs: Sequence[TransferJob], vgg, content_loss, style_loss):
+        p = jobs[0].params
+        dev = next(iter(style_loss.buffers())).device
+        self.vgg, self.p, self.n = vgg, p, len(jobs)
+        self.weights = torch.tensor([[j.params.content_weight, j.params.style_weight, j.params.tv_weight] for j in jobs], device=dev)  # (B, 3)
+        self.use_tv = bool((self.weights[:, 2] > 0).any())  # skip the work when every tv_weight is 0
+        layers = list(dict.fromkeys((p.content_layers if p.content_loss == "mse" else ()) + p.style_layers))
+        # LPIPS content on the same backbone module as the style VGG (e.g. vgg16-hed for both):
+        # one forward serves both losses instead of two.
+        self.shared = isinstance(content_loss, _LPIPSContent) and content_loss.model.backbone is vgg
+        if self.shared:
+            layers = list(dict.fromkeys(layers + list(content_loss.model.layers)))
+        self.layers = layers
+        self.full = (content_loss, style_loss)
+        self._subsets: dict[tuple[int, ...], tuple] = {}
+
+    def _losses_for(self, rows: torch.Tensor | None) -> tuple:
+        """(content loss, style loss, weights (R, 3)) restricted to `rows`."""
+        key = tuple(rows.tolist()) if rows is not None else tuple(range(self.n))
+        if key == tuple(range(self.n)):
+            return self.full + (self.weights,)
+        if key not in self._subsets:
+            self._subsets = {key: tuple(_take_rows(m, rows) for m in self.full)}  # only the latest active set
+        return self._subsets[key] + (self.weights.index_select(0, rows),)
+
+    def __call__(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        content_loss, style_loss, w = self._losses_for(rows)
+        feats = self.vgg(x, self.layers)
+        if self.p.content_loss == "mse":
+            lc = content_loss(feats)  # (R,)
+        else:
+            lc = content_loss.from_features(feats) if self.shared else content_loss(x)
+        ls = style_loss(feats)
+        lt = total_variation(x) if self.use_tv else torch.zeros_like(ls)
+        return dict(content=lc, style=ls, tv=lt, total=w[:, 0] * lc + w[:, 1] * ls + w[:, 2] * lt)
+
+
+def _take_rows(loss: torch.nn.Module, rows: torch.Tensor) -> torch.nn.Module:
+    """A per-row loss module restricted to `rows`: its targets are indexed, never recomputed."""
+    if isinstance(loss, _LPIPSContent):
+        return loss.take(rows)
+    sub = copy.copy(loss)  # ContentLoss / StyleLoss: every buffer is (B, ...)
+    object.__setattr__(sub, "_buffers", {k: v.index_select(0, rows) for k, v in loss._buffers.items()})
+    return sub
 
 
 class _LPIPSContent(torch.nn.Module):
@@ -310,11 +348,13 @@ class _LPIPSContent(torch.nn.Module):
 
     The content's LPIPS features are computed once; only the output's are recomputed per step."""
 
-    def __init__(self, model, contents: torch.Tensor):
+    def __init__(self, model, contents: torch.Tensor | None, target: list[torch.Tensor] | None = None):
         super().__init__()
         self.model = model
-        with torch.no_grad():
-            self.target = model.features(contents)
+        if target is None:
+            with torch.no_grad():
+                target = model.features(contents)
+        self.target = target  # per LPIPS layer: (B, C_l, H_l, W_l)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.distance_to_features(x, self.target)
@@ -322,6 +362,10 @@ class _LPIPSContent(torch.nn.Module):
     def from_features(self, raw: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The same loss from backbone outputs already computed (a shared forward pass)."""
         return self.model.feature_distance(self.model.normalized(dict(raw)), self.target)
+
+    def take(self, rows: torch.Tensor) -> "_LPIPSContent":
+        """The same loss for `rows` (R,) of the batch only."""
+        return _LPIPSContent(self.model, None, [t.index_select(0, rows) for t in self.target])
 
 
 def _check_compatible(a: TransferJob, b: TransferJob) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import pytest
 import torch
 
 from stylecore.images import load_tensor
 from stylecore.lpips import load_lpips
-from stylecore.metrics import gram_distance
+from stylecore.metrics import Distance, gram_distance
 from stylecore.params import ParamError, Params
 from stylecore.transfer import Progress, StyleTransfer, TransferJob, batch_key, output_size, scale_sizes, stylize
 from stylecore.weights import load_vgg
@@ -64,25 +67,55 @@ def test_texture_synthesis_from_noise_converges(images, hed):
     assert r.losses["style"] < 0.05 * seen[0].losses["style"], (seen[0].losses, r.losses)
 
 
-def _three_jobs(weights: str) -> list[TransferJob]:
+def _three_jobs(weights: str, optimizer: str = "adam") -> list[TransferJob]:
     torch.manual_seed(0)
     contents = [torch.rand(1, 3, 32, 40) for _ in range(3)]
     styles = [torch.rand(1, 3, 30, 30) for _ in range(3)]
-    base = Params(size=40, iterations=20, optimizer="adam", weights=weights, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_2",))
+    base = Params(size=40, iterations=20, optimizer=optimizer, weights=weights, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_2",))
     params = [base.replace(style_weight=w, content_weight=c, seed=s) for w, c, s in ((10, 1, 0), (100, 0.5, 1), (1, 2, 2))]
     params[2] = params[2].replace(init="noise")
     return [TransferJob(c, (s,), p) for c, s, p in zip(contents, styles, params)]
 
 
-@pytest.mark.parametrize("weights", ["random", "vgg16-hed"])
-def test_batch_of_three_equals_three_single_runs_with_adam(weights, hed):
-    jobs = _three_jobs(weights)
-    batched = StyleTransfer("cpu", batch_invariant=True).run(jobs)
-    for job, b in zip(jobs, batched):
-        single = StyleTransfer("cpu", batch_invariant=True).run([job])[0]
-        assert (single.image - b.image).abs().max() <= 1e-3
-        assert b.losses["style"] == pytest.approx(single.losses["style"], rel=1e-3, abs=1e-6)
+@contextlib.contextmanager
+def batch_invariant_kernels():
+    """One thread and no oneDNN: then every CPU kernel the engine uses computes a row the same
+    way at any batch size, so any difference left would come from the optimisation itself."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+            with torch.backends.mkldnn.flags(enabled=False):
+                yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize(
+    "weights,optimizer,content_loss",
+    [("random", "lbfgs", "mse"), ("random", "adam", "mse"), ("vgg16-hed", "lbfgs", "mse"), ("vgg16-hed", "adam", "mse"),
+     pytest.param("vgg16-hed", "lbfgs", "lpips", marks=pytest.mark.slow)],
+)
+def test_batched_rows_are_independent_problems(weights, optimizer, content_loss, hed):
+    """With batch-invariant kernels a batched row is bitwise its lone run: per-row losses and
+    per-row optimiser state (L-BFGS history, line search, step size), nothing shared."""
+    jobs = [TransferJob(j.content, j.styles, j.params.replace(content_loss=content_loss, lpips_weights=hed)) for j in _three_jobs(weights, optimizer)]
+    with batch_invariant_kernels():
+        batched = StyleTransfer("cpu").run(jobs)
+        for job, b in zip(jobs, batched):
+            single = StyleTransfer("cpu").run([job])[0]
+            assert torch.equal(single.image, b.image) and single.steps == b.steps
+            assert single.losses == b.losses
     assert (batched[0].image - batched[1].image).abs().max() > 0.05  # rows really differ
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_batch_invariant_engine_gives_the_lone_images_bitwise(optimizer):
+    jobs = _three_jobs("random", optimizer)
+    eng = StyleTransfer("cpu", batch_invariant=True)
+    for job, b in zip(jobs, eng.run(jobs)):
+        assert torch.equal(StyleTransfer("cpu").run([job])[0].image, b.image)
 
 
 def test_fast_kernels_keep_batched_rows_close():
@@ -93,6 +126,51 @@ def test_fast_kernels_keep_batched_rows_close():
     for job, b in zip(jobs, batched):
         d = (StyleTransfer("cpu").run([job])[0].image - b.image).abs()
         assert d.mean() < 1e-3 and (d > 1e-3).float().mean() < 0.05
+
+
+def test_rows_stop_at_their_own_step():
+    """A row at its optimum (style weight 0, content init: zero gradient) stops at once and stays
+    the content image; the other rows take every step, exactly as alone; progress counts on."""
+    jobs = _three_jobs("random", "lbfgs")
+    jobs[0] = TransferJob(jobs[0].content, jobs[0].styles, jobs[0].params.replace(style_weight=0))
+    seen: list[Progress] = []
+    with batch_invariant_kernels():
+        res = StyleTransfer("cpu").run(jobs, seen.append)
+        lone = StyleTransfer("cpu").run([jobs[1]])[0]
+    assert [r.steps for r in res] == [0, 20, 20]
+    assert torch.equal(res[0].image, jobs[0].content[0]) and res[0].losses["content"] == 0
+    assert torch.equal(lone.image, res[1].image) and lone.losses == res[1].losses
+    assert [s.step for s in seen] == list(range(1, 21))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer,batch_invariant", [("adam", False), ("lbfgs", False), ("lbfgs", True)])
+def test_same_row_alone_in_a_batch_of_four_and_in_a_retried_pair(content_path, style_path, hed, optimizer, batch_invariant):
+    """Issue 13: the same row alone, batched with very different style weights, and re-batched
+    smaller (a retry) gives the same image (mean |diff| <= 1 of 255, metrics within 1%).
+    Adam meets it with the batched kernels. L-BFGS meets it bitwise with `batch_invariant`; on the
+    batched kernels its line searches amplify their last-bit differences (~1e-7) to a few of 255
+    on some rows (measured 0-4 of 255 mean, metrics within ~4% at this size): checked loosely,
+    against the 9-13 of 255 the shared optimiser state gave."""
+    content, style = load_tensor(content_path, 48), load_tensor(style_path, 48)
+    base = Params(size=48, iterations=20, optimizer=optimizer, weights=hed, lpips_weights=hed)
+    jobs = [TransferJob(content, (style,), base.replace(style_weight=w)) for w in (1, 1e2, 1e4, 1e3)]
+    eng = StyleTransfer("cpu", batch_invariant=batch_invariant)
+    four, pair = eng.run(jobs), eng.run([jobs[2], jobs[0]])
+    alone = [eng.run([j])[0] for j in jobs]
+    dist = Distance.load(hed)
+    m_alone = dist(torch.stack([r.image for r in alone]), style, content).rows()
+    mean_tol, rel_tol = (1 / 255, 0.01) if optimizer == "adam" or batch_invariant else (6 / 255, 0.08)
+    for got, rows in ((four, [0, 1, 2, 3]), (pair, [2, 0])):
+        m = dist(torch.stack([r.image for r in got]), style, content).rows()
+        for k, i in enumerate(rows):
+            assert (got[k].image - alone[i].image).abs().mean() <= mean_tol, (optimizer, i)
+            assert got[k].steps == alone[i].steps
+            for key, v in m[k].items():
+                assert v == pytest.approx(m_alone[i][key], rel=rel_tol), (optimizer, i, key)
+            if batch_invariant:
+                assert torch.equal(got[k].image, alone[i].image)
+    assert m_alone[0]["gram_style"] > 1.05 * m_alone[2]["gram_style"]  # the weights matter
 
 
 def test_deterministic_under_seed_and_weights_labelled():
