@@ -68,11 +68,15 @@ class StyleWorker:
 
         from stylecore.cache import ByteLRU
         from stylecore.metrics import Distance
-        from stylecore.transfer import StyleTransfer
+        from stylecore.transfer import StyleTransfer, default_device
         from stylecore.weights import load_vgg
 
         self.out = out
-        self.engine = StyleTransfer(device)
+        dev = torch.device(device) if device is not None else default_device()
+        # On a CPU, rows run one at a time inside a batch: multi-threaded CPU kernels round a lone
+        # row differently from a stacked one and L-BFGS amplifies that (0-5 of 255), while batching
+        # buys little there. So --batch-size, retries and resumes can't change a row's image.
+        self.engine = StyleTransfer(dev, batch_invariant=dev.type == "cpu")
         self.device = self.engine.device
         for spec, pooling in preload:
             load_vgg(spec, pooling, self.device)
