@@ -8,10 +8,11 @@ H x W by `match_size`.
 Why not exact: the worker measures the float output of the optimisation, while the PNG holds it
 rounded to 8 bits (up to 1/510 per channel); and the worker measured the rows of a batch in one
 pass (the batch size changes CPU kernels' rounding, ~1e-7). Measured here: the recomputed LPIPS
-pair is within ~3e-4 of the stored one, `gram_style` within ~5e-4 (the Gram of conv1_1 sees the
-rounding most), inside the tolerance of 1e-3; the rows' own values differ from each other by more
-than twice that, and a metric taken against another image or at another size moves by more, so a
-value stored on the wrong row, or measured wrongly, fails here."""
+pair is within ~3e-4 of the stored one, `gram_style` within ~1.2e-3 (the Gram of conv1_1 sees the
+rounding most; it varies with the run's outputs, so with test order), inside the tolerances of 1e-3
+(LPIPS) and 2.5e-3 (Gram); the rows' own values differ from each other by more than twice that, and a
+metric taken against another image or at another size moves by more, so a value stored on the wrong
+row, or measured wrongly, fails here."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 TOL = 1e-3
 METRICS = ("lpips_style", "lpips_content", "gram_style")
+TOLS = {"lpips_style": TOL, "lpips_content": TOL, "gram_style": 2.5 * TOL}
 
 
 def _recompute(row: dict, hed: str) -> dict[str, float]:
@@ -48,7 +50,7 @@ def test_stored_lpips_pair_and_gram_style_match_a_recomputation_from_the_files(s
     for r in rows:
         got = recomputed[r["row_id"]]
         for k in METRICS:
-            assert r[k] is not None and got[k] == pytest.approx(r[k], abs=TOL), (r["row_id"], k, r[k], got[k])
+            assert r[k] is not None and got[k] == pytest.approx(r[k], abs=TOLS[k]), (r["row_id"], k, r[k], got[k])
     # The tolerance can tell rows apart: each row's recomputed pair is nearest its own stored pair.
     for rid, got in recomputed.items():
         def gap(r: dict) -> float:
@@ -60,22 +62,21 @@ def test_stored_lpips_pair_and_gram_style_match_a_recomputation_from_the_files(s
 
 
 def test_the_tolerance_is_not_wide_enough_to_hide_a_wrong_size_or_image(small_run, hed, samples):
-    """What the recomputation would see had the worker measured the content decoded at another
-    size, or against another style image: differences beyond TOL for every row (measured: about
-    2e-3 for the content's size, 2e-2 in `lpips_style` and 4e-3 or more in `gram_style` for the
-    other style)."""
+    """What the recomputation would see had the worker measured the content decoded at half the
+    size, or against another style image: differences beyond the tolerances for every row
+    (measured: 2e-2 in `lpips_style` and 4e-3 or more in `gram_style` for the other style)."""
     distance = Distance.load(hed)
     for row in (r for r in R.read_results(small_run.out).to_pylist() if r["status"] == R.STATUS_OK):
         size = Params.from_dict(row["params"]).size
         output = load_tensor(row["output"])
         style, content = load_tensor(row["style"], size), load_tensor(row["content"], size)
-        content_2x = load_tensor(row["content"], 2 * size)  # another resampling path to the same H x W
-        m = distance(output, match_size(style, output), match_size(content_2x, output)).rows()[0]
+        content_half = load_tensor(row["content"], size // 2)  # decoded too small, brought back to H x W
+        m = distance(output, match_size(style, output), match_size(content_half, output)).rows()[0]
         assert abs(m["lpips_content"] - row["lpips_content"]) > TOL, row["row_id"]
         other = next(p for p in sorted((samples / "style").glob("*.jpg")) if str(p) != row["style"])
         m = distance(output, match_size(load_tensor(other, size), output), match_size(content, output)).rows()[0]
         assert abs(m["lpips_style"] - row["lpips_style"]) > 10 * TOL, row["row_id"]
-        assert abs(m["gram_style"] - row["gram_style"]) > 2 * TOL, row["row_id"]
+        assert abs(m["gram_style"] - row["gram_style"]) > TOLS["gram_style"], row["row_id"]
 
 
 def test_batch_and_float_effects_are_below_the_tolerance(small_run, hed):
@@ -96,4 +97,4 @@ def test_batch_and_float_effects_are_below_the_tolerance(small_run, hed):
     jitter = (outputs + (torch.rand(outputs.shape, generator=g) - 0.5) / 255).clamp(0, 1)
     moved = distance(jitter, match_size(style, outputs), match_size(content, outputs)).rows()
     for b, j in zip(batched, moved):
-        assert all(abs(b[k] - j[k]) < TOL for k in METRICS), (b, j)
+        assert all(abs(b[k] - j[k]) < TOLS[k] for k in METRICS), (b, j)
