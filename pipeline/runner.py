@@ -83,6 +83,7 @@ class Plan:
     resources: str
     lpips_calibrated: bool = True
     notes: tuple[str, ...] = ()
+    next_seq: int = 1  # the sequence number of the first result row this run writes
 
     def lines(self) -> list[str]:
         calibrated = "" if self.lpips_calibrated else " (not the paper's ImageNet VGG-16: not comparable with its numbers)"
@@ -137,12 +138,13 @@ def plan(cfg: SubmitConfig, say: Callable[[str], None] = print) -> Plan:
     if wp.lpips_fallback:  # rows that name no LPIPS set now use the fallback: their ids follow
         rows, total = _rows(cfg, wp.lpips_fallback)
     out = cfg.output()
-    done = set() if cfg.force else R.done_ids(out)
+    stored = R.read_all(out)  # read once: which rows are done, and where `seq` goes on
+    done = set() if cfg.force else R.done_ids(out, stored)
     to_run = [r for r in rows if r.row_id not in done]
     where = cfg.ray_address() or "embedded local Ray (127.0.0.1)"
     res = f"{cfg.workers} worker(s) x ({cfg.cpus_per_worker:g} CPU, {cfg.gpus_per_worker:g} GPU), batches of {cfg.batch_size}, on {where}"
     return Plan(cfg.manifest, out, total, to_run, len(rows) - len(to_run), total - len(rows), wp.metric_weights, res,
-                wp.lpips_calibrated, tuple(wp.notes))
+                wp.lpips_calibrated, tuple(wp.notes), R.next_seq(out, stored))
 
 
 def make_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[ManifestRow]]:
@@ -240,11 +242,11 @@ class RayPool:
 class _Results:
     """The driver's side of results: parts with sequence numbers, counts and the progress bar."""
 
-    def __init__(self, out: str, total: int, summary: SubmitSummary, progress: bool):
+    def __init__(self, out: str, total: int, summary: SubmitSummary, progress: bool, first_seq: int):
         from tqdm import tqdm
 
         self.out, self.total, self.summary = out, total, summary
-        self.seq = itertools.count(R.next_seq(out))
+        self.seq = itertools.count(first_seq)
         self.bar = tqdm(total=total, unit="row", disable=not progress, dynamic_ncols=True, file=sys.stderr)
 
     def rows(self, rows: list[dict]) -> None:
@@ -320,7 +322,7 @@ def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress
             ray_session.check_resources(cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker)
             if not embedded and not storage.is_remote(out):
                 ray_session.check_shared_output(out)
-        sink = _Results(out, len(pl.to_run), summary, progress)
+        sink = _Results(out, len(pl.to_run), summary, progress, pl.next_seq)
         try:
             sink.failed([(task_for(r), bad[r.index]) for r in pl.to_run if r.index in bad])
             if rows:
