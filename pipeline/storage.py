@@ -157,16 +157,12 @@ def _open_local(local: str, label: str) -> IO[bytes]:
         if why.startswith("file not found"):
             raise FileNotFoundError(f"no such file: {label}")
         raise OSError(why)
-    fd = os.open(local, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    from stylecore.decode import NotRegularFileError, open_regular_file  # local: PIL stays out of CLI start-up
+
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
-            raise OSError(f"{label} is not a regular file; give the path of an image file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+        return open_regular_file(local)
+    except NotRegularFileError:  # swapped since the stat
+        raise OSError(f"{label} is not a regular file; give the path of an image file") from None
 
 
 def read_bytes(uri: str | os.PathLike) -> bytes:

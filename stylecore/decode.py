@@ -132,16 +132,38 @@ def _not_regular(mode: int) -> str | None:
     return next((msg for test, msg in _KINDS if test(mode)), "is not a regular file; give the path of an image file")
 
 
+class NotRegularFileError(OSError):
+    """The opened path is a FIFO, device, socket or folder; the message says which."""
+
+
+def open_regular_file(path: str | os.PathLike) -> IO[bytes]:
+    """Open a file for reading without ever blocking on a FIFO or device: open non-blocking,
+    check the opened descriptor is a regular file (the path may have been swapped since any
+    earlier stat), then make it blocking. Raises os.open's OSError or NotRegularFileError."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        why = _not_regular(os.fstat(fd).st_mode)
+        if why:
+            raise NotRegularFileError(why)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _open_regular(path: Path, label: str) -> IO[bytes]:
     """Open a regular file for reading; FIFOs, devices, sockets and folders are refused without
-    blocking: stat first, then open non-blocking and check the opened descriptor too (the path
-    may be swapped between the two)."""
+    blocking (stat first, then `open_regular_file`)."""
     try:
         why = _not_regular(os.stat(path).st_mode)
         if why:
             raise ImageError(label, why)
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-        fd = os.open(path, flags)
+        return open_regular_file(path)
+    except NotRegularFileError as e:
+        raise ImageError(label, str(e)) from None
     except FileNotFoundError:
         raise ImageError(label, f"the file does not exist (looked for {path.absolute()}); check the path") from None
     except PermissionError:
@@ -150,16 +172,6 @@ def _open_regular(path: Path, label: str) -> IO[bytes]:
         raise
     except OSError as e:
         raise ImageError(label, f"cannot open the file ({e.strerror or e}); check the path and the storage") from None
-    try:
-        why = _not_regular(os.fstat(fd).st_mode)
-        if why:
-            raise ImageError(label, why)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _local_path(source: str | os.PathLike, label: str) -> Path:
