@@ -162,8 +162,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"batch of {len(STYLE_WEIGHTS)}: per-row vs shared L-BFGS state | {WEIGHTS} | cpu | threads "
-          f"{torch.get_num_threads()} | torch {torch.__version__} | start: load %.2f %.2f %.2f" % os.getloadavg())
+    print(
+        f"batch of {len(STYLE_WEIGHTS)}: per-row vs shared L-BFGS state | {WEIGHTS} | cpu | threads "
+        f"{torch.get_num_threads()} | torch {torch.__version__} | start: load %.2f %.2f %.2f" % os.getloadavg()
+    )
     for size in args.sizes:
         content = load_tensor(SAMPLES / "content" / "tubingen.jpg", size)
         style = load_tensor(SAMPLES / "style" / "starry_night.jpg", size)
@@ -183,22 +185,30 @@ def main() -> None:
                 cpu[mode].append(eng.cpu / max(r.steps for r in res))
                 counts[mode], outputs[mode] = (eng.passes, eng.row_passes), res
         print(f"\n{hw[0]}x{hw[1]}, {args.steps} steps, {args.repeats} repeats, load {os.getloadavg()[0]:.2f}")
-        print(f"{'mode':>10} {'ms/step':>8} {'vs shared':>9} {'median':>8} {'cpu ms':>8} {'vs shared':>9} {'passes':>6} "
-              f"{'row-passes':>10} {'cpu ms/row-pass':>15}  steps per row")
+        print(
+            f"{'mode':>10} {'ms/step':>8} {'vs shared':>9} {'median':>8} {'cpu ms':>8} {'vs shared':>9} {'passes':>6} "
+            f"{'row-passes':>10} {'cpu ms/row-pass':>15}  steps per row"
+        )
         ref, ref_cpu = min(times["shared"]), min(cpu["shared"])
         for mode in MODES:
             t, med, c = min(times[mode]), statistics.median(times[mode]), min(cpu[mode])
             passes, rows = counts[mode]
             per_row = 1e3 * c * max(r.steps for r in outputs[mode]) / rows
-            print(f"{mode:>10} {t * 1e3:8.1f} {t / ref:8.3f}x {med * 1e3:8.1f} {c * 1e3:8.1f} {c / ref_cpu:8.3f}x {passes:6d} "
-                  f"{rows:10d} {per_row:15.1f}  {[r.steps for r in outputs[mode]]}", flush=True)
+            print(
+                f"{mode:>10} {t * 1e3:8.1f} {t / ref:8.3f}x {med * 1e3:8.1f} {c * 1e3:8.1f} {c / ref_cpu:8.3f}x {passes:6d} "
+                f"{rows:10d} {per_row:15.1f}  {[r.steps for r in outputs[mode]]}",
+                flush=True,
+            )
         print(optimiser_only(hw, args.steps), flush=True)
         print("alone vs in the batch of 4 (of 255), per style_weight:")
         for mode in MODES:
             alone = [engine(mode).run([j])[0] for j in jobs]
             diffs = [(a.image - b.image).abs() * 255 for a, b in zip(alone, outputs[mode])]
-            print(f"{mode:>10} " + "  ".join(f"sw={w:<3} mean {d.mean():6.3f} max {d.max():5.1f}" for w, d in zip(STYLE_WEIGHTS, diffs)), flush=True)
-    print("\nend: load %.2f %.2f %.2f (target: per-row <= 1.05x shared per step)" % os.getloadavg())
+            print(
+                f"{mode:>10} " + "  ".join(f"sw={w:<3} mean {d.mean():6.3f} max {d.max():5.1f}" for w, d in zip(STYLE_WEIGHTS, diffs)),
+                flush=True,
+            )
+    print("\nend: load {:.2f} {:.2f} {:.2f} (target: per-row <= 1.05x shared per step)".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

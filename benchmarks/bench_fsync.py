@@ -20,10 +20,24 @@ from pipeline import results as R
 def rows(n: int, part: int) -> list[dict]:
     now = R.now()
     return [
-        {"row_id": f"r{part:05d}-{i}", "content": "in/content.jpg", "style": "in/style.jpg", "status": R.STATUS_OK,
-         "output": f"out/images/r{part:05d}-{i}.png", "lpips_style": 0.5, "lpips_content": 0.3, "iterations": 30,
-         "seconds": 4.2, "weights": "vgg16-hed@sha256:0123456789abcdef", "attempt": 0, "seq": part * n + i + 1,
-         "started_at": now, "finished_at": now, "params": {"size": 96, "style_weight": 1e4}, "tag": f"t{i}"}
+        {
+            "row_id": f"r{part:05d}-{i}",
+            "content": "in/content.jpg",
+            "style": "in/style.jpg",
+            "status": R.STATUS_OK,
+            "output": f"out/images/r{part:05d}-{i}.png",
+            "lpips_style": 0.5,
+            "lpips_content": 0.3,
+            "iterations": 30,
+            "seconds": 4.2,
+            "weights": "vgg16-hed@sha256:0123456789abcdef",
+            "attempt": 0,
+            "seq": part * n + i + 1,
+            "started_at": now,
+            "finished_at": now,
+            "params": {"size": 96, "style_weight": 1e4},
+            "tag": f"t{i}",
+        }
         for i in range(n)
     ]
 

@@ -31,9 +31,17 @@ def main() -> None:
     params = {"size": a.size, "iterations": a.iterations, "weights": "vgg16-hed", "lpips_weights": "vgg16-hed"}
     with tempfile.TemporaryDirectory() as tmp:
         m = Path(tmp) / "bench.parquet"
-        write_manifest([{"content": str(contents[i % len(contents)]), "style": str(styles[i % len(styles)]), "params": {**params, "seed": i}} for i in range(a.rows)], m)
+        write_manifest(
+            [
+                {"content": str(contents[i % len(contents)]), "style": str(styles[i % len(styles)]), "params": {**params, "seed": i}}
+                for i in range(a.rows)
+            ],
+            m,
+        )
         t0, t0_utc = time.perf_counter(), R.now()
-        s = submit(SubmitConfig(str(m), str(Path(tmp) / "out"), workers=a.workers, batch_size=a.batch_size), progress=False, echo=lambda _: None)
+        s = submit(
+            SubmitConfig(str(m), str(Path(tmp) / "out"), workers=a.workers, batch_size=a.batch_size), progress=False, echo=lambda _: None
+        )
         wall = time.perf_counter() - t0
         t = R.read_results(str(Path(tmp) / "out")).to_pylist()
     compute = sum(r["seconds"] for r in t)

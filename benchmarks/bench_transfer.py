@@ -28,8 +28,8 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -44,7 +44,7 @@ WEIGHTS = "vgg16-hed"
 
 
 def load_avg() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def floor_fn(params: Params, hw: tuple[int, int], device: torch.device) -> Callable[[], float]:
@@ -131,12 +131,18 @@ def main() -> None:
     content = load_tensor(SAMPLES / "content" / "tubingen.jpg")
     style = load_tensor(SAMPLES / "style" / "starry_night.jpg")
     engine = StyleTransfer(device)
-    print(f"stylecore engine vs floor | weights {WEIGHTS} | device {device} | threads {torch.get_num_threads()} | torch {torch.__version__}")
-    print(f"default layers: content {Params().content_layers}, style {Params().style_layers}; "
-          "floor for lpips = style VGG to conv5_1 + LPIPS VGG-16 to relu5_3, both forward + backward")
+    print(
+        f"stylecore engine vs floor | weights {WEIGHTS} | device {device} | threads {torch.get_num_threads()} | torch {torch.__version__}"
+    )
+    print(
+        f"default layers: content {Params().content_layers}, style {Params().style_layers}; "
+        "floor for lpips = style VGG to conv5_1 + LPIPS VGG-16 to relu5_3, both forward + backward"
+    )
     print(f"start: {load_avg()}")
-    header = (f"{'size':>9} {'content':>7} {'optim':>5} {'step ms':>8} {'floor ms':>8} {'ratio':>6} {'mean':>6} "
-              f"{'evals/step':>10} {'per eval':>8}  load")
+    header = (
+        f"{'size':>9} {'content':>7} {'optim':>5} {'step ms':>8} {'floor ms':>8} {'ratio':>6} {'mean':>6} "
+        f"{'evals/step':>10} {'per eval':>8}  load"
+    )
     print(header)
     print("-" * len(header))
     for size in args.sizes:
@@ -145,9 +151,12 @@ def main() -> None:
             hw = output_size(tuple(content.shape[-2:]), size)
             for optimizer in ("lbfgs", "adam"):
                 m = measure(engine, content, style, base.replace(optimizer=optimizer), args.steps)
-                print(f"{hw[0]:>4}x{hw[1]:<4} {content_loss:>7} {optimizer:>5} {m['step'] * 1e3:8.1f} {m['floor'] * 1e3:8.1f} "
-                      f"{m['ratio']:5.2f}x {m['mean_ratio']:5.2f}x {m['evals']:10.2f} {m['per_eval']:7.2f}x  "
-                      f"{os.getloadavg()[0]:.2f}", flush=True)
+                print(
+                    f"{hw[0]:>4}x{hw[1]:<4} {content_loss:>7} {optimizer:>5} {m['step'] * 1e3:8.1f} {m['floor'] * 1e3:8.1f} "
+                    f"{m['ratio']:5.2f}x {m['mean_ratio']:5.2f}x {m['evals']:10.2f} {m['per_eval']:7.2f}x  "
+                    f"{os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
     print(f"end: {load_avg()}  (target: ratio <= 1.15x)")
 
 

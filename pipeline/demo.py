@@ -11,9 +11,9 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 CONTENTS = ("tubingen.jpg", "chelsea.jpg")
@@ -122,12 +122,20 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
         say(f"weights: {weights} (transfer) + {lpips_weights} (LPIPS): {why}")
     manifest = build_demo_manifest(os.path.join(out, "demo.parquet"), cfg.size, cfg.iterations)
     n = len(CONTENTS) * len(STYLES) * len(STYLE_WEIGHTS)
-    say(f"manifest: {manifest} ({n} rows: {len(CONTENTS)} contents x {len(STYLES)} styles x style_weight {'/'.join(STYLE_WEIGHTS)}, "
-        f"{cfg.size} px, {cfg.iterations} iterations)")
+    say(
+        f"manifest: {manifest} ({n} rows: {len(CONTENTS)} contents x {len(STYLES)} styles x style_weight {'/'.join(STYLE_WEIGHTS)}, "
+        f"{cfg.size} px, {cfg.iterations} iterations)"
+    )
     cpus = max(1, os.cpu_count() or 1)
     sub = SubmitConfig(
-        manifest=manifest, out=out, workers=1, cpus_per_worker=float(cpus), batch_size=4,
-        weights=weights, lpips_weights=lpips_weights, force=cfg.force,
+        manifest=manifest,
+        out=out,
+        workers=1,
+        cpus_per_worker=float(cpus),
+        batch_size=4,
+        weights=weights,
+        lpips_weights=lpips_weights,
+        force=cfg.force,
     )
     say(f"running on an embedded local Ray (1 worker, {cpus} CPU) ...")
     with _embedded_ray():

@@ -9,7 +9,8 @@ import io
 import json
 import math
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,7 +61,9 @@ def format_text(table: pa.Table, max_width: int = 60) -> str:
     names = table.column_names
     if not names:
         return "(no rows)\n"
-    numeric = {i for i, f in enumerate(table.schema) if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)}
+    numeric = {
+        i for i, f in enumerate(table.schema) if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
+    }
 
     def show(v: Any) -> str:
         if v is None:

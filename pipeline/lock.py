@@ -15,7 +15,8 @@ import json
 import os
 import socket
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -38,7 +39,12 @@ def lock_output(out: str, echo: Callable[[str], None] | None = None) -> Iterator
     fs, base = storage.filesystem(out)
     local = isinstance(fs, pafs.LocalFileSystem)
     path, shown = storage.join(base, LOCK_NAME), storage.join(base if local else out, LOCK_NAME)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "token": uuid.uuid4().hex}
+    me = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "token": uuid.uuid4().hex,
+    }
     with (_lock_file if local else _lock_object)(fs, path, shown, me, echo or (lambda _line: None)):
         yield shown
 
@@ -123,6 +129,7 @@ def _lock_object(fs: pafs.FileSystem, path: str, shown: str, me: dict, echo: Cal
     """Best effort: pyarrow.fs offers no exclusive create on object stores, so look for a lock
     object, write ours, read it back. Two submits that start within one such round trip of each
     other can both pass (the later write wins the object); any later submit is refused."""
+
     def read() -> dict:
         try:
             with fs.open_input_stream(path) as f:

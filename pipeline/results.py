@@ -17,7 +17,8 @@ import json
 import os
 import uuid
 import warnings
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline import storage
+
 # The output-root lock lives in pipeline.lock; its names stay importable from here.
 from pipeline.lock import LOCK_NAME, OutputLockedError, _lock_object, lock_output  # noqa: F401
 from pipeline.manifest.schema import params_struct_type
@@ -143,7 +145,9 @@ def part_paths(out: str) -> list[str]:
         infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
     except FileNotFoundError:
         return []
-    return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith("."))
+    return sorted(
+        i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")
+    )
 
 
 def _read_part(fs: pafs.FileSystem, path: str) -> pa.Table | None:
@@ -159,7 +163,9 @@ def _read_part(fs: pafs.FileSystem, path: str) -> pa.Table | None:
     except (OSError, ValueError, pa.ArrowException) as e:
         why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(f"'{path}': ")[-1]  # path named once
     shown = path if isinstance(fs, pafs.LocalFileSystem) else f"{fs.type_name}://{path}"  # s3://bucket/key
-    msg = f"skipped unreadable results part {shown} ({why}); a crash mid-write leaves such a file: it holds no usable rows and can be deleted"
+    msg = (
+        f"skipped unreadable results part {shown} ({why}); a crash mid-write leaves such a file: it holds no usable rows and can be deleted"
+    )
     warnings.warn(msg, ResultsWarning, stacklevel=2)  # at read_all: Python shows it once per part
     return None
 
@@ -189,13 +195,15 @@ def _concat(tables: list[pa.Table], paths: list[str]) -> pa.Table:
     for name, seen in types.items():
         common = _common_type(list(seen)) if len(seen) > 1 else None
         try:
-            tables = _map_column(tables, name, lambda c: pc.cast(c, common)) if common else tables
+            tables = _map_column(tables, name, lambda c, common=common: pc.cast(c, common)) if common else tables
         except (pa.ArrowException, ValueError, TypeError):
             common = None  # e.g. int64 and uint64 values past either's range
         if len(seen) > 1 and common is None:
             tables = _map_column(tables, name, as_text)
             desc = ", ".join(f"{ty} in {p}" for ty, p in seen.items())
-            warnings.warn(f"results column '{name}' has types that do not merge across parts ({desc}); read as text", ResultsWarning, stacklevel=2)
+            warnings.warn(
+                f"results column '{name}' has types that do not merge across parts ({desc}); read as text", ResultsWarning, stacklevel=2
+            )
     return pa.concat_tables(tables, promote_options="permissive")
 
 

@@ -18,8 +18,9 @@ import itertools
 import os
 import sys
 import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 from pipeline import results as R
 from pipeline import storage
@@ -143,8 +144,19 @@ def plan(cfg: SubmitConfig, say: Callable[[str], None] = print) -> Plan:
     to_run = [r for r in rows if r.row_id not in done]
     where = cfg.ray_address() or "embedded local Ray (127.0.0.1)"
     res = f"{cfg.workers} worker(s) x ({cfg.cpus_per_worker:g} CPU, {cfg.gpus_per_worker:g} GPU), batches of {cfg.batch_size}, on {where}"
-    return Plan(cfg.manifest, out, total, to_run, len(rows) - len(to_run), total - len(rows), wp.metric_weights, res,
-                wp.lpips_calibrated, tuple(wp.notes), R.next_seq(out, stored))
+    return Plan(
+        cfg.manifest,
+        out,
+        total,
+        to_run,
+        len(rows) - len(to_run),
+        total - len(rows),
+        wp.metric_weights,
+        res,
+        wp.lpips_calibrated,
+        tuple(wp.notes),
+        R.next_seq(out, stored),
+    )
 
 
 def make_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[ManifestRow]]:
@@ -173,7 +185,12 @@ def row_budget(params: Params, row_timeout: float | None = None) -> float:
 
 def task_for(row: ManifestRow, row_timeout: float | None = None) -> RowTask:
     return RowTask(
-        row.row_id, row.index, row.content, tuple(row.styles), row.params.to_json(), dict(row.extra),
+        row.row_id,
+        row.index,
+        row.content,
+        tuple(row.styles),
+        row.params.to_json(),
+        dict(row.extra),
         budget_s=row_budget(row.params, row_timeout),
     )
 
@@ -306,8 +323,11 @@ def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress
 
     bad = input_problems(pl.to_run)  # a missing file is that row's error, found before Ray starts
     if bad:
-        echo(f"{len(bad)} row(s) have unusable input files; recorded as errors: " + "; ".join(
-            f"row {i}: {msg}" for i, msg in list(bad.items())[:3]) + (" ..." if len(bad) > 3 else ""))
+        echo(
+            f"{len(bad)} row(s) have unusable input files; recorded as errors: "
+            + "; ".join(f"row {i}: {msg}" for i, msg in list(bad.items())[:3])
+            + (" ..." if len(bad) > 3 else "")
+        )
     rows = [r for r in pl.to_run if r.index not in bad]
     ctx, embedded, pool = None, False, None
     try:

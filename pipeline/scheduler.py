@@ -21,8 +21,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class RowTask:
     deaths: int = 0  # workers that died while this row ran alone
     timeouts: int = 0
 
-    def again(self) -> "RowTask":
+    def again(self) -> RowTask:
         """The next attempt of this row."""
         return dataclasses.replace(self, attempt=self.attempt + 1)
 
@@ -210,11 +211,18 @@ class Scheduler:
             return
         t = dataclasses.replace(batch[0], deaths=batch[0].deaths + 1)
         if t.deaths > self.cfg.retries:
-            self.on_failed([(t, (
-                f"worker process died {t.deaths} time(s) while running this row alone; gave up after "
-                f"{self.cfg.retries} retries. The row itself brings the process down (often: out of host "
-                f"memory at this size); try a smaller size. Last: {reason}"
-            ))])
+            self.on_failed(
+                [
+                    (
+                        t,
+                        (
+                            f"worker process died {t.deaths} time(s) while running this row alone; gave up after "
+                            f"{self.cfg.retries} retries. The row itself brings the process down (often: out of host "
+                            f"memory at this size); try a smaller size. Last: {reason}"
+                        ),
+                    )
+                ]
+            )
         else:
             self.pending.append([t.again()])
 
@@ -227,20 +235,30 @@ class Scheduler:
                 self._starting(i, now, self.cfg.ping_backoff_s)
                 self._timed_out(batch)
             elif s.state == "starting" and now >= s.deadline:
-                self._gone(i, (
-                    f"it did not answer within {self.cfg.start_timeout_s:.0f} s of starting: Ray could not place it "
-                    f"(not enough free CPUs/GPUs for one worker) or loading its models hung"
-                ))
+                self._gone(
+                    i,
+                    (
+                        f"it did not answer within {self.cfg.start_timeout_s:.0f} s of starting: Ray could not place it "
+                        f"(not enough free CPUs/GPUs for one worker) or loading its models hung"
+                    ),
+                )
 
     def _timed_out(self, batch: list[RowTask]) -> None:
         total = sum(t.budget_s for t in batch)
         for t in batch:
             t = dataclasses.replace(t, timeouts=t.timeouts + 1)
             if t.timeouts >= 2:
-                self.on_failed([(t, (
-                    f"timed out after {total:.0f} s, its second timeout (each timed-out row is retried alone "
-                    f"once); raise --row-timeout (seconds per row), or lower size or iterations"
-                ))])
+                self.on_failed(
+                    [
+                        (
+                            t,
+                            (
+                                f"timed out after {total:.0f} s, its second timeout (each timed-out row is retried alone "
+                                f"once); raise --row-timeout (seconds per row), or lower size or iterations"
+                            ),
+                        )
+                    ]
+                )
             else:
                 self.pending.append([t.again()])
 

@@ -141,9 +141,17 @@ def local_file_problem(path: str) -> str | None:
     if stat.S_ISREG(mode):
         return None
     kind = (
-        "a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-        else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-        else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        "a folder"
+        if stat.S_ISDIR(mode)
+        else "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
     )
     return f"{path} is {kind}, not a regular file; give the path of an image file"
 

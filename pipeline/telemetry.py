@@ -19,10 +19,18 @@ class RunMetrics:
 
         tags = ("status",)
         self.rows = Counter("stxpipe_rows_total", description="Rows finished, by status.", tag_keys=tags)
-        self.row_seconds = Histogram("stxpipe_row_seconds", description="Wall seconds per row (optimisation + metrics).", boundaries=_SECONDS_BOUNDS)
-        self.steps_per_second = Gauge("stxpipe_steps_per_second", description="Optimisation steps per second of the latest batch (per row).", tag_keys=("worker",))
-        self.lpips_style = Histogram("stxpipe_lpips_style", description="LPIPS distance of outputs to their style image.", boundaries=_LPIPS_BOUNDS)
-        self.lpips_content = Histogram("stxpipe_lpips_content", description="LPIPS distance of outputs to their content image.", boundaries=_LPIPS_BOUNDS)
+        self.row_seconds = Histogram(
+            "stxpipe_row_seconds", description="Wall seconds per row (optimisation + metrics).", boundaries=_SECONDS_BOUNDS
+        )
+        self.steps_per_second = Gauge(
+            "stxpipe_steps_per_second", description="Optimisation steps per second of the latest batch (per row).", tag_keys=("worker",)
+        )
+        self.lpips_style = Histogram(
+            "stxpipe_lpips_style", description="LPIPS distance of outputs to their style image.", boundaries=_LPIPS_BOUNDS
+        )
+        self.lpips_content = Histogram(
+            "stxpipe_lpips_content", description="LPIPS distance of outputs to their content image.", boundaries=_LPIPS_BOUNDS
+        )
 
     def record(self, result: dict, worker: str) -> None:
         self.rows.inc(1, tags={"status": result["status"]})

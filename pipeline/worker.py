@@ -16,7 +16,8 @@ import json
 import os
 import socket
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pipeline import results as R
 from pipeline import storage
@@ -38,8 +39,12 @@ def result_row(t: RowTask, status: str, **values: Any) -> dict:
     row = {k: v for k, v in (t.extra or {}).items() if k not in R.RESULT_COLUMNS}
     row.update({c: None for c in R.RESULT_COLUMNS})
     row.update(
-        row_id=t.row_id, content=t.content, style=";".join(t.styles), status=status,
-        params=json.loads(t.params), attempt=t.attempt,
+        row_id=t.row_id,
+        content=t.content,
+        style=";".join(t.styles),
+        status=status,
+        params=json.loads(t.params),
+        attempt=t.attempt,
     )
     row.update(values)
     return row
@@ -207,16 +212,31 @@ class StyleWorker:
         contents = torch.cat([match_size(job.content.to(self.device), outputs) for _, job in items])
         metrics = self.distance(outputs, styles, contents).rows()
         rows = []
-        for (t, job), res, m in zip(items, results, metrics):
+        for (t, _job), res, m in zip(items, results, metrics):
             path = write_image(self.out, t.row_id, res.image, {"stxpipe:params": t.params, "stxpipe:weights": res.weights})
-            rows.append(result_row(
-                t, R.STATUS_OK, output=path, lpips_style=m["lpips_style"], lpips_content=m["lpips_content"],
-                gram_style=m["gram_style"], loss_content=res.losses["content"], loss_style=res.losses["style"],
-                loss_tv=res.losses["tv"], loss_total=res.losses["total"], iterations=res.steps,
-                seconds=(time.perf_counter() - t0) / len(items), weights=res.weights,
-                lpips_weights=self.distance.weights_label, lpips_calibrated=self.lpips_calibrated,
-                device=self.device_name, worker=self.worker, started_at=started, finished_at=R.now(),
-            ))
+            rows.append(
+                result_row(
+                    t,
+                    R.STATUS_OK,
+                    output=path,
+                    lpips_style=m["lpips_style"],
+                    lpips_content=m["lpips_content"],
+                    gram_style=m["gram_style"],
+                    loss_content=res.losses["content"],
+                    loss_style=res.losses["style"],
+                    loss_tv=res.losses["tv"],
+                    loss_total=res.losses["total"],
+                    iterations=res.steps,
+                    seconds=(time.perf_counter() - t0) / len(items),
+                    weights=res.weights,
+                    lpips_weights=self.distance.weights_label,
+                    lpips_calibrated=self.lpips_calibrated,
+                    device=self.device_name,
+                    worker=self.worker,
+                    started_at=started,
+                    finished_at=R.now(),
+                )
+            )
         return rows
 
     def _error(self, t: RowTask, message: str, started) -> dict:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stylecore.params import Params
@@ -64,7 +65,9 @@ def parse_params_json(text: str | None) -> dict[str, Any]:
         return {}
     text = str(text)
     if len(text) > MAX_PARAMS_CHARS:
-        raise ParamError("params", f"JSON text is {len(text):,} characters; at most {MAX_PARAMS_CHARS:,} (params are a few scalars and short lists)")
+        raise ParamError(
+            "params", f"JSON text is {len(text):,} characters; at most {MAX_PARAMS_CHARS:,} (params are a few scalars and short lists)"
+        )
     depth = _json_depth(text)
     if depth > MAX_PARAMS_DEPTH:
         raise ParamError(
@@ -163,7 +166,7 @@ def min_short_side(params: Params, *, metrics: bool = False) -> int:
     the deepest layer the losses tap); with `metrics`, also what the worker's LPIPS/Gram metrics
     need (2^METRIC_POOLS = 16 px)."""
     need = _need(params, style=False)[0]
-    return max(need, 2 ** METRIC_POOLS) if metrics else need
+    return max(need, 2**METRIC_POOLS) if metrics else need
 
 
 def _fit(hw: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -193,7 +196,7 @@ def _smallest_size(p: Params, content_hw: tuple[int, int], need: int, need_final
     h, w = content_hw
     ratio = max(h, w) / min(h, w)
     # A lower bound on the answer (rounding moves each side by < 1 px per resize), then scan up.
-    start = max(p.size + 1, math.floor((max(need * 2 ** (p.scales - 1), need_final) - 2 ** p.scales) * ratio))
+    start = max(p.size + 1, math.floor((max(need * 2 ** (p.scales - 1), need_final) - 2**p.scales) * ratio))
     for size in range(min(start, MAX_SIZE + 1), MAX_SIZE + 1):
         if _output_ok(p, content_hw, size, need, need_final):
             return size
@@ -216,7 +219,7 @@ def _smallest_style_scale(p: Params, style_hw: tuple[int, int], need: int) -> fl
 
 def _output_problem(p: Params, content_hw: tuple[int, int], metrics: bool) -> str | None:
     need, deepest, pools = _need(p, style=False)
-    need_final = max(need, 2 ** METRIC_POOLS) if metrics else need
+    need_final = max(need, 2**METRIC_POOLS) if metrics else need
     if _output_ok(p, content_hw, p.size, need, need_final):
         return None
     final = _fit(content_hw, p.size)
@@ -229,7 +232,11 @@ def _output_problem(p: Params, content_hw: tuple[int, int], metrics: bool) -> st
     else:
         short, why = min(final), f"the worker's LPIPS metric needs {need_final} px"
     best = _smallest_size(p, content_hw, need, need_final)
-    fix = f"use size >= {best}" if best is not None else f"no size up to {MAX_SIZE} works at this aspect ratio: crop the image or use shallower layers"
+    fix = (
+        f"use size >= {best}"
+        if best is not None
+        else f"no size up to {MAX_SIZE} works at this aspect ratio: crop the image or use shallower layers"
+    )
     return f"at size {p.size} the {content_hw[1]}x{content_hw[0]} content image gives {what} whose short side is {short} px; {why}; {fix}"
 
 
@@ -259,11 +266,13 @@ def image_side_problems(
         best = _smallest_style_scale(p, hw, need)
         fix = f"use style_scale >= {best:g}" if best is not None else "crop the style image"
         which = f"style image {k + 1} ({hw[1]}x{hw[0]})" if len(style_hws) > 1 else f"the {hw[1]}x{hw[0]} style image"
-        out.append((
-            "style_scale",
-            f"{which} is {shw[1]}x{shw[0]} at style side {coarsest_side} px; its short side is below the {need} px "
-            f"'{deepest}' needs ({pools} pooling stage(s)); {fix}",
-        ))
+        out.append(
+            (
+                "style_scale",
+                f"{which} is {shw[1]}x{shw[0]} at style side {coarsest_side} px; its short side is below the {need} px "
+                f"'{deepest}' needs ({pools} pooling stage(s)); {fix}",
+            )
+        )
     return out
 
 

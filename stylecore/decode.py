@@ -38,8 +38,7 @@ def _version_tuple(text: str) -> tuple[int, int]:
 
 if _version_tuple(PIL.__version__) < MIN_PILLOW:
     raise ImportError(
-        f"stxpipe needs Pillow >= {'.'.join(map(str, MIN_PILLOW))}, found {PIL.__version__}; "
-        "run `pip install -U 'pillow>=10.1'`"
+        f"stxpipe needs Pillow >= {'.'.join(map(str, MIN_PILLOW))}, found {PIL.__version__}; run `pip install -U 'pillow>=10.1'`"
     )
 
 
@@ -185,8 +184,7 @@ def _local_path(source: str | os.PathLike, label: str) -> Path:
             return Path(unquote(uri.path))
         raise ImageError(
             label,
-            f"'{uri.scheme}://' URIs are not read by stylecore; fetch the object and pass its bytes "
-            "with name=<uri>, or give a local path",
+            f"'{uri.scheme}://' URIs are not read by stylecore; fetch the object and pass its bytes with name=<uri>, or give a local path",
         )
     return Path(text)
 
@@ -200,9 +198,7 @@ def _decode(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
     except MemoryError:
         raise
     except Exception as e:
-        raise ImageError(
-            label, f"the image data is truncated or corrupt ({_reason(e)}); re-export or re-download the file"
-        ) from None
+        raise ImageError(label, f"the image data is truncated or corrupt ({_reason(e)}); re-export or re-download the file") from None
     try:
         im = ImageOps.exif_transpose(im)
     except MemoryError:
@@ -242,15 +238,12 @@ def _open_checked(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
         detected = _sniff_format(fp)
         raise ImageError(
             label,
-            f"not a recognised image format (detected: {detected}; allowed: {', '.join(ALLOWED_FORMATS)}); "
-            "convert it to PNG or JPEG",
+            f"not a recognised image format (detected: {detected}; allowed: {', '.join(ALLOWED_FORMATS)}); convert it to PNG or JPEG",
         ) from None
     except MemoryError:
         raise
     except Exception as e:
-        raise ImageError(
-            label, f"the image header is corrupt ({_reason(e)}); re-export or re-download the file"
-        ) from None
+        raise ImageError(label, f"the image header is corrupt ({_reason(e)}); re-export or re-download the file") from None
     w, h = im.size
     if w < 1 or h < 1:
         raise ImageError(label, f"the image is {w}x{h} pixels (empty); re-export the image")
@@ -341,6 +334,4 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     try:
         return im.convert("RGB")
     except ValueError:
-        raise ValueError(
-            f"colour mode '{mode}' cannot be converted to RGB; save the image as RGB (PNG or JPEG)"
-        ) from None
+        raise ValueError(f"colour mode '{mode}' cannot be converted to RGB; save the image as RGB (PNG or JPEG)") from None

@@ -7,16 +7,15 @@ black = 2**2 = 4); LPIPS is fed the same images mapped to [0, 1] (`to_unit`), wh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from stylecore.lpips import LPIPS
-from stylecore.paper import PAPER_INTENSITY, PAPER_WEIGHTS  # noqa: F401 (re-exported)
 from stylecore.metrics import l2, match_size, to_signed, to_unit
-
+from stylecore.paper import PAPER_INTENSITY, PAPER_WEIGHTS  # noqa: F401 (re-exported)
 
 # Figure 6: contrast factors c of the three levels, x_c = m + c (x - m) around the per-channel
 # mean m. Equal steps (1 -> 0.75 -> 0.5) double the pixel change from level 1->2 to 1->3, so L2

@@ -12,8 +12,8 @@ import io
 import math
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -271,9 +271,7 @@ def preserve_colors(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor
     output: (B, 3, H, W); content: (B or 1, 3, h, w), resized to (H, W) when needed.
     Returns (B, 3, H, W) RGB clamped to [0, 1]; differentiable in both inputs."""
     if output.dim() != 4 or content.dim() != 4:
-        raise ValueError(
-            f"expected (B, 3, H, W) tensors, got output {tuple(output.shape)} and content {tuple(content.shape)}"
-        )
+        raise ValueError(f"expected (B, 3, H, W) tensors, got output {tuple(output.shape)} and content {tuple(content.shape)}")
     if content.shape[0] not in (1, output.shape[0]):
         raise ValueError(f"content batch {content.shape[0]} must be 1 or match output batch {output.shape[0]}")
     content = content.to(device=output.device, dtype=output.dtype)

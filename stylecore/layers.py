@@ -4,14 +4,12 @@ can validate layer names without importing torch."""
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 from stylecore.registry import Registry
 
 # Convolutions per block; the module order is torchvision's `vgg{16,19}().features`.
-ARCHITECTURES: Registry[tuple[int, ...]] = Registry(
-    "architecture", {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
-)
+ARCHITECTURES: Registry[tuple[int, ...]] = Registry("architecture", {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)})
 
 
 def layer_names(arch: str) -> list[str]:

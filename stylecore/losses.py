@@ -12,7 +12,7 @@ functions (`gatys_style_layer_loss`, `gatys_content_loss`).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn

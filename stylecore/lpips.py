@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +101,7 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "LPIPS":
+    def train(self, mode: bool = True) -> LPIPS:
         # Always eval: LPIPS here is a fixed metric (no dropout, no BN); callers must not flip it.
         return super().train(False)
 
@@ -125,7 +125,9 @@ class LPIPS(nn.Module):
         total = None
         for k, (a, b) in enumerate(zip(fx, fy)):
             if a.shape[-2:] != b.shape[-2:]:
-                raise ValueError(f"LPIPS needs equal image sizes; features of {self.layers[k]} are {tuple(a.shape[-2:])} vs {tuple(b.shape[-2:])}")
+                raise ValueError(
+                    f"LPIPS needs equal image sizes; features of {self.layers[k]} are {tuple(a.shape[-2:])} vs {tuple(b.shape[-2:])}"
+                )
             diff = (a - b) ** 2  # (B, C_l, H_l, W_l)
             weighted = F.conv2d(diff, self.linear(k))  # (B, 1, H_l, W_l): sum_c w_c * diff_c
             term = spatial_average(weighted)[:, 0]  # (B,)
@@ -160,9 +162,7 @@ def load_lpips(spec: str = "vgg16-imagenet", device: str | torch.device = "cpu")
     backbone, rw = load_vgg(spec, pooling="max", device=device)
     if backbone.arch != "vgg16":
         vgg16_sets = [n for n, ws in WEIGHT_SETS.items() if ws.arch == "vgg16"]
-        raise ValueError(
-            f"LPIPS-VGG is calibrated on VGG-16 features; '{spec}' is {backbone.arch}. Use one of: {', '.join(vgg16_sets)}"
-        )
+        raise ValueError(f"LPIPS-VGG is calibrated on VGG-16 features; '{spec}' is {backbone.arch}. Use one of: {', '.join(vgg16_sets)}")
     model = LPIPS(backbone, weights_label=rw.label()).to(device)
     with _lock:
         return _cache.setdefault(key, model)

@@ -16,8 +16,8 @@ convention (it multiplies a [0, 1] mean squared error by 4).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -63,9 +63,7 @@ def gram(feat: torch.Tensor) -> torch.Tensor:
     return gram_matrix(feat, normalize=True) / feat.shape[1]  # (B, C, C)
 
 
-def gram_distance_from_features(
-    fo: Sequence[torch.Tensor], fs: Sequence[torch.Tensor], eps: float = 1e-12
-) -> torch.Tensor:
+def gram_distance_from_features(fo: Sequence[torch.Tensor], fs: Sequence[torch.Tensor], eps: float = 1e-12) -> torch.Tensor:
     """Mean over layers of ||G(o) - G(s)||_F / ||G(s)||_F from per-layer features -> (B,).
 
     Relative, so it is free of the feature scale of the weight set (Caffe vs torchvision)."""
@@ -138,7 +136,7 @@ class Distance:
         check_layers((gram_vgg or lpips_model.backbone).arch, self.gram_layers)
 
     @classmethod
-    def load(cls, spec: str = "vgg16-imagenet", device: str | torch.device = "cpu", **kwargs) -> "Distance":
+    def load(cls, spec: str = "vgg16-imagenet", device: str | torch.device = "cpu", **kwargs) -> Distance:
         """A `Distance` on the process-wide cached LPIPS model for weight spec `spec`."""
         from stylecore.lpips import load_lpips
 
@@ -162,14 +160,12 @@ class Distance:
             raw = self.lpips.backbone(batch, taps)
             feats = self.lpips.normalized(raw)  # each (B + bs + bc, C, h, w)
             fo = [f[:b] for f in feats]
-            fs = [f[b:b + bs] for f in feats]
-            fc = [f[b + bs:] for f in feats]
+            fs = [f[b : b + bs] for f in feats]
+            fc = [f[b + bs :] for f in feats]
             d_style = self.lpips.feature_distance(fo, fs)
             d_content = self.lpips.feature_distance(fo, fc)
             if self.gram_vgg is None:
-                g = gram_distance_from_features(
-                    [raw[n][:b] for n in self.gram_layers], [raw[n][b:b + bs] for n in self.gram_layers]
-                )
+                g = gram_distance_from_features([raw[n][:b] for n in self.gram_layers], [raw[n][b : b + bs] for n in self.gram_layers])
             else:
                 g = gram_distance(output, style_r, self.gram_vgg, self.gram_layers)
         return DistanceResult(d_style, d_content, g)

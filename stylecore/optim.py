@@ -14,8 +14,8 @@ gradient. A row that stops (iterations done, converged on a tolerance) is frozen
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Callable, Generator
 
 import torch
 from torch import Tensor
@@ -232,7 +232,12 @@ def lbfgs_step(x: Tensor, state: LBFGSState, cfg: LBFGSConfig, max_iter: int, ma
 
 
 def lbfgs_run(
-    x: Tensor, state: LBFGSState, cfg: LBFGSConfig, iterations: int, chunk: int, evals_per_iter: int = 4,
+    x: Tensor,
+    state: LBFGSState,
+    cfg: LBFGSConfig,
+    iterations: int,
+    chunk: int,
+    evals_per_iter: int = 4,
     project: Callable[[Tensor], None] | None = None,
 ) -> RowProgram:
     """A row's whole run: `lbfgs_step` calls of `chunk` iterations (`chunk * evals_per_iter`
@@ -266,7 +271,12 @@ class BatchedLBFGS:
     (e.g. `states[i].n_iter` for progress)."""
 
     def __init__(
-        self, x: Tensor, cfg: LBFGSConfig, iterations: int, chunk: int, evals_per_iter: int = 4,
+        self,
+        x: Tensor,
+        cfg: LBFGSConfig,
+        iterations: int,
+        chunk: int,
+        evals_per_iter: int = 4,
         project: Callable[[Tensor], None] | None = None,
     ):
         self.shape = tuple(x.shape[1:])
@@ -309,7 +319,12 @@ class BatchedLBFGS:
 
 
 def minimize_rows(
-    x: Tensor, loss_fn: LossFn, cfg: LBFGSConfig, iterations: int, chunk: int | None = None, evals_per_iter: int = 4,
+    x: Tensor,
+    loss_fn: LossFn,
+    cfg: LBFGSConfig,
+    iterations: int,
+    chunk: int | None = None,
+    evals_per_iter: int = 4,
     project: Callable[[Tensor], None] | None = None,
 ) -> tuple[Tensor, list[int]]:
     """Convenience: `BatchedLBFGS(...).run(loss_fn)` -> (x (B, *shape), steps per row)."""

@@ -18,8 +18,9 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from stylecore.bounds import (  # noqa: F401 - re-exported: the bounds and geometry were written here first
     MAX_ITERATIONS,
@@ -34,9 +35,9 @@ from stylecore.bounds import (  # noqa: F401 - re-exported: the bounds and geome
     MIN_SIZE,
     ParamError,
     _check_best_case_sides,
-    _json_depth,
     _fit,
     _fix_hint,
+    _json_depth,
     _need,
     _output_ok,
     _output_problem,
@@ -52,8 +53,12 @@ from stylecore.bounds import (  # noqa: F401 - re-exported: the bounds and geome
 )
 from stylecore.registry import Registry
 
-CONTENT_LOSSES = Registry("content_loss", {"mse": "L2 on VGG features (Gatys)", "lpips": "LPIPS(output, content), the founding paper's perceptual content loss"})
-INITS = Registry("init", {"content": "start from the content image", "noise": "start from white noise", "style": "start from the (resized) style image"})
+CONTENT_LOSSES = Registry(
+    "content_loss", {"mse": "L2 on VGG features (Gatys)", "lpips": "LPIPS(output, content), the founding paper's perceptual content loss"}
+)
+INITS = Registry(
+    "init", {"content": "start from the content image", "noise": "start from white noise", "style": "start from the (resized) style image"}
+)
 OPTIMIZERS = Registry("optimizer", {"lbfgs": "L-BFGS (the paper's choice)", "adam": "Adam"})
 POOLINGS = Registry("pooling", {"max": "max pooling (torchvision)", "avg": "average pooling (Gatys' choice for synthesis)"})
 
@@ -72,17 +77,27 @@ class Params:
     size: int = field(default=512, metadata={"help": "long side of the output in px", "min": MIN_SIZE, "max": MAX_SIZE, "unit": "px"})
     iterations: int = field(
         default=300,
-        metadata={"help": "optimisation steps (at the final scale)", "min": 0, "max": MAX_ITERATIONS, "unit": "(steps per scale)", "format": ","},
+        metadata={
+            "help": "optimisation steps (at the final scale)",
+            "min": 0,
+            "max": MAX_ITERATIONS,
+            "unit": "(steps per scale)",
+            "format": ",",
+        },
     )
     content_weight: float = field(default=1.0, metadata={"help": "alpha: weight of the content loss", "min": 0})
     style_weight: float = field(default=1e3, metadata={"help": "beta: weight of the (normalised) style loss", "min": 0})
     tv_weight: float = field(default=0.0, metadata={"help": "weight of the total-variation smoothness loss", "min": 0})
-    content_layers: tuple[str, ...] = field(default=("conv4_2",), metadata={"help": "VGG layers for the content loss", "items": "layer names"})
+    content_layers: tuple[str, ...] = field(
+        default=("conv4_2",), metadata={"help": "VGG layers for the content loss", "items": "layer names"}
+    )
     style_layers: tuple[str, ...] = field(
         default=("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
         metadata={"help": "VGG layers for the style (Gram) loss", "items": "layer names"},
     )
-    style_layer_weights: tuple[float, ...] | None = field(default=None, metadata={"help": "per style layer weights (default: equal, summing to 1)"})
+    style_layer_weights: tuple[float, ...] | None = field(
+        default=None, metadata={"help": "per style layer weights (default: equal, summing to 1)"}
+    )
     content_loss: str = field(default="mse", metadata={"help": "content loss: " + CONTENT_LOSSES.describe(), "choices": CONTENT_LOSSES})
     init: str = field(default="content", metadata={"help": "initial image: " + INITS.describe(), "choices": INITS})
     optimizer: str = field(default="lbfgs", metadata={"help": "optimiser: " + OPTIMIZERS.describe(), "choices": OPTIMIZERS})
@@ -91,7 +106,9 @@ class Params:
     pooling: str = field(default="max", metadata={"help": "VGG pooling: " + POOLINGS.describe(), "choices": POOLINGS})
     style_scale: float = field(default=1.0, metadata={"help": "style image size relative to the output size", "min": 0.05, "max": 8})
     original_colors: bool = field(default=False, metadata={"help": "keep the content's colours (transfer luminance only)"})
-    scales: int = field(default=1, metadata={"help": "coarse-to-fine steps: 1 = single scale, n = sizes size/2^(n-1) .. size", "min": 1, "max": 6})
+    scales: int = field(
+        default=1, metadata={"help": "coarse-to-fine steps: 1 = single scale, n = sizes size/2^(n-1) .. size", "min": 1, "max": 6}
+    )
     weights: str = field(default="vgg19-imagenet", metadata={"help": "weight set of the style-transfer VGG (name or state_dict path)"})
     lpips_weights: str = field(default="vgg16-imagenet", metadata={"help": "weight set of the LPIPS VGG-16 backbone (name or path)"})
     style_blend: tuple[float, ...] | None = field(default=None, metadata={"help": "weights of several style images (default: equal)"})
@@ -115,12 +132,12 @@ class Params:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def replace(self, **changes: Any) -> "Params":
+    def replace(self, **changes: Any) -> Params:
         kinds = field_kinds(type(self))
         return dataclasses.replace(self, **{k: _coerce(k, v, kinds) for k, v in changes.items()})
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, base: "Params | None" = None) -> "Params":
+    def from_dict(cls, data: Mapping[str, Any] | None, base: Params | None = None) -> Params:
         """Build from a mapping; missing or None-valued fields take `base`'s (or the default) value.
 
         Unknown names raise `ParamError` naming the closest valid field."""
@@ -140,7 +157,7 @@ class Params:
         return dataclasses.replace(base, **values)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "Params":
+    def from_json(cls, text: str | None) -> Params:
         """Build from a JSON object of name: value (None or blank: the defaults); the text is
         checked against the size and nesting bounds first (`parse_params_json`)."""
         return cls.from_dict(parse_params_json(text))
@@ -176,7 +193,7 @@ class FieldKind:
         return {int: "an integer", float: "a number", bool: "true/false"}.get(self.elem, "a string")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kinds(cls: type) -> dict[str, FieldKind]:
     hints = typing.get_type_hints(cls)
     out = {}

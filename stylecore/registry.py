@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Generic, Iterator, Mapping, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

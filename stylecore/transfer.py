@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import torch
 
 from stylecore.cache import ByteLRU
-from stylecore.images import preserve_colors, resize_tensor as resize
+from stylecore.images import preserve_colors
+from stylecore.images import resize_tensor as resize
 from stylecore.losses import ContentLoss, StyleLoss, blend_grams, gram_matrix, normalized_layer_weights, total_variation
 from stylecore.optim import BatchedLBFGS, LBFGSConfig
 from stylecore.params import Params, check_job
@@ -77,8 +78,17 @@ LBFGS_CHUNK = 25
 
 # Fields that must agree across rows optimised in one batch (one forward over the stack).
 BATCH_FIELDS = (
-    "size", "iterations", "content_layers", "style_layers", "content_loss", "optimizer", "lr",
-    "pooling", "scales", "weights", "lpips_weights",
+    "size",
+    "iterations",
+    "content_layers",
+    "style_layers",
+    "content_loss",
+    "optimizer",
+    "lr",
+    "pooling",
+    "scales",
+    "weights",
+    "lpips_weights",
 )
 
 
@@ -301,7 +311,9 @@ class _Objective:
         p = jobs[0].params
         dev = next(iter(style_loss.buffers())).device
         self.vgg, self.p, self.n = vgg, p, len(jobs)
-        self.weights = torch.tensor([[j.params.content_weight, j.params.style_weight, j.params.tv_weight] for j in jobs], device=dev)  # (B, 3)
+        self.weights = torch.tensor(
+            [[j.params.content_weight, j.params.style_weight, j.params.tv_weight] for j in jobs], device=dev
+        )  # (B, 3)
         self.use_tv = bool((self.weights[:, 2] > 0).any())  # skip the work when every tv_weight is 0
         layers = list(dict.fromkeys((p.content_layers if p.content_loss == "mse" else ()) + p.style_layers))
         # LPIPS content on the same backbone module as the style VGG (e.g. vgg16-hed for both):
@@ -363,7 +375,7 @@ class _LPIPSContent(torch.nn.Module):
         """The same loss from backbone outputs already computed (a shared forward pass)."""
         return self.model.feature_distance(self.model.normalized(dict(raw)), self.target)
 
-    def take(self, rows: torch.Tensor) -> "_LPIPSContent":
+    def take(self, rows: torch.Tensor) -> _LPIPSContent:
         """The same loss for `rows` (R,) of the batch only."""
         return _LPIPSContent(self.model, None, [t.index_select(0, rows) for t in self.target])
 

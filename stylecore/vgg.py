@@ -7,7 +7,7 @@ never pays for block 5.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ def features_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
     """Accept a full torchvision VGG state_dict (`features.0.weight`, `classifier...`) or a
     features-only one (`0.weight`); return the features-only form."""
     if any(k.startswith("features.") for k in state_dict):
-        return {k[len("features."):]: v for k, v in state_dict.items() if k.startswith("features.")}
+        return {k[len("features.") :]: v for k, v in state_dict.items() if k.startswith("features.")}
     return dict(state_dict)
 
 
@@ -106,7 +106,7 @@ class VGGFeatures(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGGFeatures":
+    def train(self, mode: bool = True) -> VGGFeatures:
         # Always eval: there is no dropout/BN in `features`, but callers must not flip modes.
         return super().train(False)
 

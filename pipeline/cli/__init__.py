@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
-from stylecore import __version__
 from pipeline.cli import demo, distance, experiment, manifest, models, report, results, stylize, submit
+from stylecore import __version__
 
 app = typer.Typer(
     name="stxpipe",
@@ -36,7 +34,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool | None = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Batch neural style transfer with LPIPS metrics."""
 

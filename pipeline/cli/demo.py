@@ -23,7 +23,7 @@ def demo(
 
     with friendly_errors(WeightsError):
         r = run_demo(DemoConfig(str(out), size, iterations, download, force), say=typer.echo)
-    q = f"stxpipe results query {r.out} \"SELECT params.style_weight, count(*) AS n, avg(lpips_style) AS to_style, avg(lpips_content) AS to_content FROM results GROUP BY 1 ORDER BY 1\""
+    q = f'stxpipe results query {r.out} "SELECT params.style_weight, count(*) AS n, avg(lpips_style) AS to_style, avg(lpips_content) AS to_content FROM results GROUP BY 1 ORDER BY 1"'
     lines = [
         "",
         f"demo done in {r.seconds:.0f} s: {r.ok} ok, {r.failed} failed, {r.skipped} already done",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -38,9 +37,11 @@ def load_model(weights: str, device: str = "cpu"):
 
 def distance(
     a: Path = typer.Argument(..., help="Reference image A."),
-    b: Path = typer.Argument(..., help="Image B, brought to A's exact height x width (decoded at A's long side; stretched if the aspect ratios differ)."),
+    b: Path = typer.Argument(
+        ..., help="Image B, brought to A's exact height x width (decoded at A's long side; stretched if the aspect ratios differ)."
+    ),
     weights: str = typer.Option(PAPER_WEIGHTS, "--weights", help="LPIPS VGG-16 backbone: weight set name or state_dict path."),
-    size: Optional[int] = typer.Option(None, "--size", min=16, max=8192, help="Resize A to this long side first (default: A's own size)."),
+    size: int | None = typer.Option(None, "--size", min=16, max=8192, help="Resize A to this long side first (default: A's own size)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
 ) -> None:

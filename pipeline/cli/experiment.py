@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import typer
 
@@ -47,7 +47,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
 def intensity(
     weights: str = typer.Option(P.PAPER_WEIGHTS, "--weights", help=WEIGHTS_HELP),
     size: int = typer.Option(256, "--size", min=16, max=1024, help="Side of the flat test images in px."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the table to this CSV file."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Also write the table to this CSV file."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
 ) -> None:
     """Figure 5: white, black and gray images (in [-1, 1]); L2 (mean squared) and LPIPS per pair."""
@@ -77,7 +77,7 @@ def contrast(
     image: Path = typer.Argument(..., help="Image whose contrast is reduced."),
     weights: str = typer.Option(P.PAPER_WEIGHTS, "--weights", help=WEIGHTS_HELP),
     size: int = typer.Option(256, "--size", min=16, max=8192, help="Resize the image to this long side first."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the table to this CSV file."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Also write the table to this CSV file."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
 ) -> None:
     """Figure 6: three contrast levels x_c = m + c (x - m) of IMAGE (m: per-channel mean,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -17,22 +16,36 @@ app = typer.Typer(help="Build, validate and show Parquet manifests of (content, 
 @app.command("build")
 def build(
     output: Path = typer.Option(..., "-o", "--output", help="Manifest to write (.parquet)."),
-    content: List[str] = typer.Option([], "--content", "-c", help="Content image file, folder or glob ('**' recurses); repeatable."),
-    style: List[str] = typer.Option([], "--style", "-s", help="Style image file, folder or glob; repeatable."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="CSV with content,style columns instead (other columns carried through; 'a.jpg;b.jpg' in style = blend)."),
-    pair: bool = typer.Option(False, "--pair/--cross", help="Zip contents with styles in order, or (default) every content with every style."),
-    param: List[str] = typer.Option([], "--param", "-p", help="key=value fixed for every row, e.g. size=256 or style_layers=conv1_1,conv2_1; repeatable."),
-    sweep: List[str] = typer.Option(
-        [], "--sweep",
+    content: list[str] = typer.Option([], "--content", "-c", help="Content image file, folder or glob ('**' recurses); repeatable."),
+    style: list[str] = typer.Option([], "--style", "-s", help="Style image file, folder or glob; repeatable."),
+    csv: Path | None = typer.Option(
+        None, "--csv", help="CSV with content,style columns instead (other columns carried through; 'a.jpg;b.jpg' in style = blend)."
+    ),
+    pair: bool = typer.Option(
+        False, "--pair/--cross", help="Zip contents with styles in order, or (default) every content with every style."
+    ),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="key=value fixed for every row, e.g. size=256 or style_layers=conv1_1,conv2_1; repeatable."
+    ),
+    sweep: list[str] = typer.Option(
+        [],
+        "--sweep",
         help="key=v1,v2,... : one row per value (repeatable; several sweeps make a grid). List params separate values "
         "with ';' and items with ',': 'style_layers=pool1;pool2' (quote it in the shell).",
     ),
-    relative: bool = typer.Option(False, "--relative/--absolute", help="Write local paths relative to the manifest's folder (portable) or absolute (default)."),
+    relative: bool = typer.Option(
+        False, "--relative/--absolute", help="Write local paths relative to the manifest's folder (portable) or absolute (default)."
+    ),
 ) -> None:
     """Write a manifest: the cross product (or --pair zip) of contents and styles, times the --sweep grid."""
     config = M.BuildConfig(
-        contents=tuple(content), styles=tuple(style), csv=str(csv) if csv else None, pair=pair,
-        params=tuple(param), sweeps=tuple(sweep), relative=relative,
+        contents=tuple(content),
+        styles=tuple(style),
+        csv=str(csv) if csv else None,
+        pair=pair,
+        params=tuple(param),
+        sweeps=tuple(sweep),
+        relative=relative,
     )
     with friendly_errors():
         summary = M.build_manifest(config, output)
@@ -44,8 +57,10 @@ def build(
 def validate(
     manifest: str = typer.Argument(..., help="Manifest path or URI (file://, s3://, gs://)."),
     files: bool = typer.Option(True, "--files/--no-files", help="Check that every image exists and decodes (each distinct file once)."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Image size guard (default: the engine's)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Check layer names against the weight set the run will use (rows that set `weights` keep theirs)."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Image size guard (default: the engine's)."),
+    weights: str | None = typer.Option(
+        None, "--weights", help="Check layer names against the weight set the run will use (rows that set `weights` keep theirs)."
+    ),
 ) -> None:
     """Report every problem (row, column, what to do); exit 1 if there is any."""
     with friendly_errors():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -31,7 +30,7 @@ def query(
         "params is a struct: params.style_weight.",
     ),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout (needed for parquet)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout (needed for parquet)."),
 ) -> None:
     """Run SQL over the results, e.g. "SELECT params.style_weight, avg(lpips_style) FROM results GROUP BY 1"."""
     with friendly_errors():

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -23,7 +24,7 @@ from stylecore.params import FieldKind, Params, field_kinds
 _OWN = ("content", "styles", "output", "device")
 
 
-def _cli_default(value: Any) -> Optional[str]:
+def _cli_default(value: Any) -> str | None:
     """A dataclass default as the option's string form (lists as comma lists)."""
     if value is None:
         return None
@@ -50,7 +51,7 @@ def _param_option(kind: FieldKind) -> inspect.Parameter:
     if kind.is_list:
         help_ += " (comma list)"
     opt = typer.Option(_cli_default(f.default), flag, metavar=_metavar(kind), help=help_)
-    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[str])
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[str])  # noqa: UP045 - Typer reads it at runtime
 
 
 def with_params_options(func: Callable[..., None] | None = None, *, params_cls: type | None = None) -> Any:
@@ -104,7 +105,7 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _device(name: Optional[str]) -> Optional[str]:
+def _device(name: str | None) -> str | None:
     """Check a `--device` value up front; None lets the engine pick (CUDA when present)."""
     if name is None:
         return None
@@ -122,9 +123,9 @@ def _device(name: Optional[str]) -> Optional[str]:
 @with_params_options
 def stylize(
     content: Path = typer.Argument(..., help="Content image (any Pillow format; EXIF orientation applied).", show_default=False),
-    styles: List[Path] = typer.Argument(..., help="Style image(s); several make a blend (weights: --style-blend).", show_default=False),
+    styles: list[Path] = typer.Argument(..., help="Style image(s); several make a blend (weights: --style-blend).", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Output PNG (written atomically; carries the params in a text chunk)."),
-    device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: CUDA when present, else CPU)."),
+    device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: CUDA when present, else CPU)."),
     *,
     params: Params,
 ) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from pipeline.cli.common import friendly_errors
@@ -11,7 +9,8 @@ from pipeline.manifest import ManifestError
 from pipeline.preflight import PreflightError
 from pipeline.ray_session import ResourceError, SharedOutputError
 from pipeline.results import OutputLockedError
-from pipeline.runner import SubmitConfig, submit as run_submit
+from pipeline.runner import SubmitConfig
+from pipeline.runner import submit as run_submit
 from pipeline.scheduler import NoWorkersError
 
 _D = SubmitConfig(manifest="")
@@ -19,16 +18,20 @@ _D = SubmitConfig(manifest="")
 
 def submit(
     manifest: str = typer.Argument(..., help="Parquet manifest (path or URI)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URI [default: ./stxpipe-out/<manifest name>]."),
-    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster to join; none: an embedded local Ray."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output folder or URI [default: ./stxpipe-out/<manifest name>]."),
+    address: str | None = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster to join; none: an embedded local Ray."),
     workers: int = typer.Option(_D.workers, min=1, help="Worker actors (each holds the models)."),
     gpus_per_worker: float = typer.Option(_D.gpus_per_worker, min=0, help="GPUs per worker (fractions share a GPU)."),
     cpus_per_worker: float = typer.Option(_D.cpus_per_worker, min=0, help="CPUs per worker."),
     batch_size: int = typer.Option(_D.batch_size, min=1, help="Rows per batch (rows of one output size optimise together)."),
-    weights: Optional[str] = typer.Option(None, help="Weight set for rows that name none (e.g. vgg16-hed offline)."),
-    lpips_weights: Optional[str] = typer.Option(None, help="LPIPS backbone for rows that name none, and for the Distance metrics."),
+    weights: str | None = typer.Option(None, help="Weight set for rows that name none (e.g. vgg16-hed offline)."),
+    lpips_weights: str | None = typer.Option(None, help="LPIPS backbone for rows that name none, and for the Distance metrics."),
     retries: int = typer.Option(_D.retries, min=0, help="Extra attempts of a row whose worker process died while it ran alone."),
-    row_timeout: Optional[float] = typer.Option(None, min=1, help="Seconds a row may take before its batch is cancelled and retried alone [default: from size x iterations, generous]."),
+    row_timeout: float | None = typer.Option(
+        None,
+        min=1,
+        help="Seconds a row may take before its batch is cancelled and retried alone [default: from size x iterations, generous].",
+    ),
     start_timeout: float = typer.Option(_D.start_timeout, min=1, help="Seconds a worker may take to start (models loaded) or restart."),
     force: bool = typer.Option(False, "--force", help="Rerun rows that are already ok."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; run nothing."),
@@ -37,9 +40,21 @@ def submit(
 ) -> None:
     """Run every row of a manifest on Ray workers; write images and the results table."""
     cfg = SubmitConfig(
-        manifest=manifest, out=out, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=cpus_per_worker, batch_size=batch_size, weights=weights, lpips_weights=lpips_weights,
-        retries=retries, row_timeout=row_timeout, start_timeout=start_timeout, force=force, dry_run=dry_run, skip_invalid=skip_invalid,
+        manifest=manifest,
+        out=out,
+        address=address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+        batch_size=batch_size,
+        weights=weights,
+        lpips_weights=lpips_weights,
+        retries=retries,
+        row_timeout=row_timeout,
+        start_timeout=start_timeout,
+        force=force,
+        dry_run=dry_run,
+        skip_invalid=skip_invalid,
     )
     with friendly_errors(ManifestError, PreflightError, OutputLockedError, ResourceError, SharedOutputError, NoWorkersError):
         summary = run_submit(cfg, progress=progress, echo=typer.echo)

@@ -12,9 +12,10 @@ import glob as globmod
 import itertools
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -148,7 +149,9 @@ def _expand_remote(uri: str) -> list[str]:
     if info.type == pafs.FileType.Directory:
         scheme = uri.split("://", 1)[0]
         infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
-        return sorted(f"{scheme}://{i.path}" for i in infos if i.type == pafs.FileType.File and os.path.splitext(i.path)[1].lower() in IMAGE_SUFFIXES)
+        return sorted(
+            f"{scheme}://{i.path}" for i in infos if i.type == pafs.FileType.File and os.path.splitext(i.path)[1].lower() in IMAGE_SUFFIXES
+        )
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"'{uri}': no such file or folder")
     return [uri]
@@ -161,10 +164,14 @@ def _read_csv(path: str) -> list[tuple[str, tuple[str, ...], dict[str, str]]]:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: CSV needs columns content,style; missing {', '.join(missing)} (found {', '.join(reader.fieldnames or [])})")
+            raise ValueError(
+                f"{path}: CSV needs columns content,style; missing {', '.join(missing)} (found {', '.join(reader.fieldnames or [])})"
+            )
         clash = [c for c in reader.fieldnames or [] if c in ("params", "row_id")]
         if clash:
-            raise ValueError(f"{path}: CSV column(s) {', '.join(clash)} are not read by build; use --param/--sweep, or write the manifest with pipeline.manifest.write_manifest")
+            raise ValueError(
+                f"{path}: CSV column(s) {', '.join(clash)} are not read by build; use --param/--sweep, or write the manifest with pipeline.manifest.write_manifest"
+            )
         out = []
         for line, rec in enumerate(reader, start=2):
             content = (rec.pop("content") or "").strip()
@@ -202,11 +209,7 @@ def plan_manifest(config: BuildConfig, output: str | os.PathLike, params_cls: ty
             w = written[p] = os.path.relpath(p, out_dir) if config.relative and not storage.is_uri(p) else p
         return w
 
-    rows = [
-        RowSpec(as_written(c), tuple(as_written(s) for s in ss), combo, None, extra)
-        for c, ss, extra in pairs
-        for combo in combos
-    ]
+    rows = [RowSpec(as_written(c), tuple(as_written(s) for s in ss), combo, None, extra) for c, ss, extra in pairs for combo in combos]
     summary = BuildSummary(
         out,
         len(rows),

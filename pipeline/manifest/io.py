@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -109,7 +110,13 @@ def _check_specs(specs: list[RowSpec]) -> tuple[list[Problem], list[dict[str, An
             rid = row_id_for(s.content, s.styles, params)
         if rid is not None:
             if rid in seen:
-                problems.append(Problem(i, "row_id", f"duplicate row_id '{rid}' (first at row {seen[rid]}); the same job is listed twice: drop one row or give each its own row_id"))
+                problems.append(
+                    Problem(
+                        i,
+                        "row_id",
+                        f"duplicate row_id '{rid}' (first at row {seen[rid]}); the same job is listed twice: drop one row or give each its own row_id",
+                    )
+                )
             else:
                 seen[rid] = i
         params_col.append(explicit_cache.get(key, {}))

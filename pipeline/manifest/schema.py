@@ -21,8 +21,9 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -46,7 +47,7 @@ _manifest_dir = storage.parent
 class ManifestError(ValueError):
     """A manifest cannot be used as it is; `problems` lists everything wrong with it."""
 
-    def __init__(self, path: str, problems: Sequence["Problem"]):
+    def __init__(self, path: str, problems: Sequence[Problem]):
         self.path = str(path)
         self.problems = tuple(problems)
         shown = "\n".join(f"  {p}" for p in self.problems[:10])
@@ -167,8 +168,7 @@ def _reserved_problem(names: Iterable[str]) -> Problem | None:
     return Problem(
         None,
         ", ".join(bad),
-        f"column name(s) reserved: the results table has columns of these names, which the engine fills; "
-        f"rename them, e.g. {renames}",
+        f"column name(s) reserved: the results table has columns of these names, which the engine fills; rename them, e.g. {renames}",
     )
 
 
@@ -200,7 +200,7 @@ def is_list_param(name: str, params_cls: type | None = None) -> bool:
 _ARROW = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def params_struct_type(params_cls: type | None = None) -> pa.StructType:
     """Arrow struct with one typed, nullable field per field of `params_cls` (default
     `Params`), typed from its annotation: the manifest's `params` column and the results'."""
@@ -214,7 +214,7 @@ def params_struct_type(params_cls: type | None = None) -> pa.StructType:
 def _strip_prefix(e: ParamError) -> str:
     msg = str(e)
     prefix = f"param '{e.field}': "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
 
 
 def _column_of(field_name: str) -> str:
@@ -268,7 +268,7 @@ def non_default_params(params: Params) -> dict[str, Any]:
     return {k: v for k, v in params.to_dict().items() if v != default[k]}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _default_params(params_cls: type = Params) -> dict[str, Any]:
     return params_cls().to_dict()
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pipeline import storage
 from pipeline.manifest.schema import ManifestRow, Problem, ValidationReport, _manifest_dir, non_default_params
@@ -73,7 +74,9 @@ def describe_manifest(report: ValidationReport, *, limit: int | None = 50) -> li
     if varying:
         lines.append("params that vary: " + ", ".join(f"{k} ({n} values)" for k, n in varying.items()))
     if report.problems:
-        lines.append(f"{len(report.problems)} problem(s) hide {report.n_rows - len(report.rows)} row(s); run `stxpipe manifest validate {report.path}`")
+        lines.append(
+            f"{len(report.problems)} problem(s) hide {report.n_rows - len(report.rows)} row(s); run `stxpipe manifest validate {report.path}`"
+        )
     return lines
 
 

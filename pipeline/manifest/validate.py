@@ -11,17 +11,18 @@ function returning a list of `Problem`s; adding one is one function and one entr
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from pipeline import storage
 from pipeline.manifest.io import read_table as _read_table
 from pipeline.manifest.schema import (
-    RESERVED_COLUMNS,
     REQUIRED_COLUMNS,
+    RESERVED_COLUMNS,
     ManifestError,
     ManifestRow,
     Problem,
@@ -36,7 +37,6 @@ from pipeline.manifest.schema import (
     row_id_problem,
 )
 from stylecore.params import ParamError, Params, parse_params_json
-
 
 # --------------------------------------------------------------------------------------------
 # Schema
@@ -102,7 +102,7 @@ class _Context:
     files_checked: int = 0
 
     @classmethod
-    def of(cls, table: pa.Table, path: str, base: Params | None, **options: Any) -> "_Context":
+    def of(cls, table: pa.Table, path: str, base: Params | None, **options: Any) -> _Context:
         n = table.num_rows
         has_params = "params" in table.column_names
         return cls(
@@ -235,10 +235,13 @@ def _check_duplicate_ids(rows: Sequence[_Row], ctx: _Context) -> list[Problem]:
         if not row.row_id:
             continue
         if row.row_id in seen:
-            problems.append(Problem(
-                row.index, "row_id",
-                f"duplicate row_id '{row.row_id}' (first at row {seen[row.row_id]}); drop the repeated row or give each its own row_id",
-            ))
+            problems.append(
+                Problem(
+                    row.index,
+                    "row_id",
+                    f"duplicate row_id '{row.row_id}' (first at row {seen[row.row_id]}); drop the repeated row or give each its own row_id",
+                )
+            )
         else:
             seen[row.row_id] = row.index
     return problems
@@ -370,7 +373,9 @@ def _load(path: str) -> pa.Table:
     except FileNotFoundError:
         raise FileNotFoundError(f"no such manifest file: {path}; check the path (or build one with `stxpipe manifest build`)") from None
     except (pa.ArrowException, OSError) as e:
-        raise ManifestError(path, [Problem(None, "-", f"cannot read it as Parquet ({e}); write manifests with `stxpipe manifest build` or pyarrow")]) from None
+        raise ManifestError(
+            path, [Problem(None, "-", f"cannot read it as Parquet ({e}); write manifests with `stxpipe manifest build` or pyarrow")]
+        ) from None
 
 
 def _parse_params_json(text: str) -> dict | ParamError:

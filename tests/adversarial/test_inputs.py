@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -79,22 +80,58 @@ P = json.dumps
 CASES: list[tuple[str, Callable[[Path], dict], str, list[str]]] = [
     ("row_id dot-dot", lambda f: {"row_id": "../../x"}, "row 1, row_id:", ["'../../x' is not a valid row_id"]),
     ("row_id absolute", lambda f: {"row_id": "/abs/x"}, "row 1, row_id:", ["'/abs/x' is not a valid row_id"]),
-    ("row_id hidden", lambda f: {"row_id": ".hidden"}, "row 1, row_id:", ["'.hidden' is not a valid row_id", "starting with a letter or digit"]),
-    ("iterations 1e9", lambda f: {"params": P({"iterations": 1e9})}, "row 1, params.iterations:", ["between 0 and 100,000", "1,000,000,000"]),
-    ("style pixel budget", lambda f: {"params": P({"size": 8192, "style_scale": 8})}, "row 1, params.style_scale:",
-     ["65,536-px style image", "at size 8192 use style_scale <= 1"]),
+    (
+        "row_id hidden",
+        lambda f: {"row_id": ".hidden"},
+        "row 1, row_id:",
+        ["'.hidden' is not a valid row_id", "starting with a letter or digit"],
+    ),
+    (
+        "iterations 1e9",
+        lambda f: {"params": P({"iterations": 1e9})},
+        "row 1, params.iterations:",
+        ["between 0 and 100,000", "1,000,000,000"],
+    ),
+    (
+        "style pixel budget",
+        lambda f: {"params": P({"size": 8192, "style_scale": 8})},
+        "row 1, params.style_scale:",
+        ["65,536-px style image", "at size 8192 use style_scale <= 1"],
+    ),
     ("17-style blend", lambda f: {"style": ["style.png"] * 17}, "row 1, style:", ["17 style images in one blend", "at most 16"]),
-    ("17 blend weights", lambda f: {"style": ["style.png"] * 17, "params": P({"style_blend": [1] * 17})}, "row 1, params.style_blend:", ["at most 16"]),
-    ("deep JSON params", lambda f: {"params": '{"size": ' + "[" * 30 + "]" * 30 + "}"}, "row 1, params:", ["nested 31 levels deep; at most 4"]),
+    (
+        "17 blend weights",
+        lambda f: {"style": ["style.png"] * 17, "params": P({"style_blend": [1] * 17})},
+        "row 1, params.style_blend:",
+        ["at most 16"],
+    ),
+    (
+        "deep JSON params",
+        lambda f: {"params": '{"size": ' + "[" * 30 + "]" * 30 + "}"},
+        "row 1, params:",
+        ["nested 31 levels deep; at most 4"],
+    ),
     ("nested param value", lambda f: {"params": P({"style_layers": [["conv1_1"]]})}, "row 1, params.style_layers:", ["flat list"]),
     ("huge JSON params", lambda f: {"params": P({"weights": "x" * 70_000})}, "row 1, params:", ["at most 65,536"]),
-    ("EPS renamed .jpg", _eps, "row 1, content:", ["scan.jpg", "not a recognised image format", "detected: EPS/PostScript",
-                                                   "allowed: JPEG, PNG, WEBP, TIFF, BMP, GIF"]),
+    (
+        "EPS renamed .jpg",
+        _eps,
+        "row 1, content:",
+        ["scan.jpg", "not a recognised image format", "detected: EPS/PostScript", "allowed: JPEG, PNG, WEBP, TIFF, BMP, GIF"],
+    ),
     ("FIFO as content", _fifo, "row 1, content:", ["fifo.jpg", "FIFO (named pipe), not a regular file"]),
-    ("panorama at 512", lambda f: {"content": "pano.png", "params": P({"size": 512})}, "row 1, params.size:",
-     ["4000x100 content image gives a 512x13 output", "short side is 13 px", "use size >= 620"]),
-    ("size 16 on a 3:2 photo", lambda f: {"params": P({"size": 16})}, "row 1, params.size:",
-     ["300x200 content image gives a 16x11 output", "short side is 11 px", "use size >= 24"]),
+    (
+        "panorama at 512",
+        lambda f: {"content": "pano.png", "params": P({"size": 512})},
+        "row 1, params.size:",
+        ["4000x100 content image gives a 512x13 output", "short side is 13 px", "use size >= 620"],
+    ),
+    (
+        "size 16 on a 3:2 photo",
+        lambda f: {"params": P({"size": 16})},
+        "row 1, params.size:",
+        ["300x200 content image gives a 16x11 output", "short side is 11 px", "use size >= 24"],
+    ),
 ]
 
 
@@ -110,7 +147,9 @@ def test_bad_input_is_refused_naming_row_and_field(folder: Path, make, where: st
 
 
 def test_reserved_result_columns_are_one_problem_naming_them_all(folder: Path) -> None:
-    path = _write(folder, {"params": '{"size": 48}'}, status=["a", "b"], error=["", "x"], output=["o", "p"], seconds=[1.0, 2.0], note=["kept", "kept"])
+    path = _write(
+        folder, {"params": '{"size": 48}'}, status=["a", "b"], error=["", "x"], output=["o", "p"], seconds=[1.0, 2.0], note=["kept", "kept"]
+    )
     r = _validate(path)
     assert r.exit_code == 1, r.output
     problems = [ln for ln in r.output.splitlines() if ln.startswith(("manifest", "row"))]
@@ -123,18 +162,22 @@ def test_every_case_at_once_reports_each_row(folder: Path) -> None:
     """All row-level cases in one manifest: one run names every bad row with its field."""
     good = {"content": "photo.jpg", "style": ["style.png"], "params": '{"size": 64, "iterations": 2}', "row_id": "good-row"}
     rows = [good]
-    for i, (_, make, where, _) in enumerate(CASES, start=1):
+    for i, (_, make, _where, _) in enumerate(CASES, start=1):
         bad = {**good, "row_id": f"r{i}", **make(folder)}
         bad["style"] = bad["style"] if isinstance(bad["style"], list) else [bad["style"]]
         rows.append(bad)
-    table = pa.table({
-        "content": [r["content"] for r in rows], "style": [r["style"] for r in rows],
-        "params": pa.array([r["params"] for r in rows], pa.string()), "row_id": [r["row_id"] for r in rows],
-    })
+    table = pa.table(
+        {
+            "content": [r["content"] for r in rows],
+            "style": [r["style"] for r in rows],
+            "params": pa.array([r["params"] for r in rows], pa.string()),
+            "row_id": [r["row_id"] for r in rows],
+        }
+    )
     pq.write_table(table, folder / "all.parquet")
     r = _validate(folder / "all.parquet")
     assert r.exit_code == 1
-    for i, (name, _, where, words) in enumerate(CASES, start=1):
+    for i, (name, _, where, _words) in enumerate(CASES, start=1):
         expect = where.replace("row 1,", f"row {i},")
         assert any(ln.startswith(expect) for ln in r.output.splitlines()), (name, r.output)
     assert "row 0," not in r.output

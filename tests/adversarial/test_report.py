@@ -40,9 +40,42 @@ ERROR = f"ImageError: {CLOSE} {COMMENT} & \"x\" 'y' \u2028 <img src=x onerror=al
 GHOST = "<img src=x onerror=alert(3)>.jpg"  # a style that does not exist: listed as missing
 WHEN = dt.datetime(2024, 2, 29, 12, 30, 15, 250000, tzinfo=dt.timezone.utc)
 ALLOWED_TAGS = {  # every element the static page may contain: none comes from the data
-    "html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "dl", "dt", "dd", "code", "div",
-    "nav", "a", "section", "p", "label", "select", "option", "button", "span", "pre", "script", "table",
-    "caption", "thead", "tbody", "tr", "th", "td", "details", "summary", "ul", "li",
+    "html",
+    "head",
+    "meta",
+    "title",
+    "style",
+    "body",
+    "header",
+    "h1",
+    "h2",
+    "dl",
+    "dt",
+    "dd",
+    "code",
+    "div",
+    "nav",
+    "a",
+    "section",
+    "p",
+    "label",
+    "select",
+    "option",
+    "button",
+    "span",
+    "pre",
+    "script",
+    "table",
+    "caption",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "details",
+    "summary",
+    "ul",
+    "li",
 }
 
 
@@ -127,17 +160,39 @@ def evil(tmp_path_factory) -> Evil:
     rows = []
     for i, (content, sw) in enumerate((c, sw) for c in contents for sw in (10.0, 1000.0)):
         output = _image(out / "images" / f"r{i}.png", (30 * i, 90, 160), (16, 16))
-        rows.append(dict(
-            row_id=f"r{i}", content=content, style=styles[0], status=R.STATUS_OK, output=output,
-            lpips_style=0.6 - 0.1 * i, lpips_content=0.1 + 0.05 * i, seconds=0.5, iterations=2,
-            weights="vgg16-hed@sha256:0123456789abcdef", lpips_weights="vgg16-hed@sha256:0123456789abcdef",
-            started_at=now, finished_at=now,
-            params=Params(size=32, iterations=2, style_weight=sw).to_dict(), **_carried(i),
-        ))
+        rows.append(
+            dict(
+                row_id=f"r{i}",
+                content=content,
+                style=styles[0],
+                status=R.STATUS_OK,
+                output=output,
+                lpips_style=0.6 - 0.1 * i,
+                lpips_content=0.1 + 0.05 * i,
+                seconds=0.5,
+                iterations=2,
+                weights="vgg16-hed@sha256:0123456789abcdef",
+                lpips_weights="vgg16-hed@sha256:0123456789abcdef",
+                started_at=now,
+                finished_at=now,
+                params=Params(size=32, iterations=2, style_weight=sw).to_dict(),
+                **_carried(i),
+            )
+        )
     ghost = str(root / "in" / GHOST)
     rows.append(dict(rows[0], row_id="ghost", style=ghost, lpips_style=0.3, lpips_content=0.3, **_carried(len(rows))))
-    rows.append(dict(rows[1], row_id="bad", status=R.STATUS_ERROR, error=ERROR, output=None, lpips_style=None,
-                     lpips_content=None, **_carried(len(rows))))
+    rows.append(
+        dict(
+            rows[1],
+            row_id="bad",
+            status=R.STATUS_ERROR,
+            error=ERROR,
+            output=None,
+            lpips_style=None,
+            lpips_content=None,
+            **_carried(len(rows)),
+        )
+    )
     R.write_part(str(out), R.to_table(rows))
     page = root / "page.html"
     res = CliRunner().invoke(app, ["report", str(out), "-o", str(page)])

@@ -31,12 +31,23 @@ def row(row_id: str, status: str, seq: int | None, samples: Path, **values) -> d
     """A result row shaped like the driver's (pipeline/worker.py: result_row), real sample images."""
     r = {c: None for c in R.RESULT_COLUMNS}
     r.update(
-        row_id=row_id, content=str(samples / "content" / "tubingen.jpg"), style=str(samples / "style" / "starry_night.jpg"),
-        status=status, output=str(samples / "style" / "the_scream.jpg") if status == R.STATUS_OK else None,
+        row_id=row_id,
+        content=str(samples / "content" / "tubingen.jpg"),
+        style=str(samples / "style" / "starry_night.jpg"),
+        status=status,
+        output=str(samples / "style" / "the_scream.jpg") if status == R.STATUS_OK else None,
         error=None if status == R.STATUS_OK else "ImageError: cannot identify image file",
-        lpips_style=0.6 if status == R.STATUS_OK else None, lpips_content=0.3 if status == R.STATUS_OK else None,
-        iterations=2, seconds=1.5, weights="vgg16-hed@sha256:0123456789abcdef", lpips_weights="vgg16-hed@sha256:0123456789abcdef",
-        lpips_calibrated=False, attempt=0, seq=seq, started_at=T0, finished_at=T0 + dt.timedelta(minutes=1),
+        lpips_style=0.6 if status == R.STATUS_OK else None,
+        lpips_content=0.3 if status == R.STATUS_OK else None,
+        iterations=2,
+        seconds=1.5,
+        weights="vgg16-hed@sha256:0123456789abcdef",
+        lpips_weights="vgg16-hed@sha256:0123456789abcdef",
+        lpips_calibrated=False,
+        attempt=0,
+        seq=seq,
+        started_at=T0,
+        finished_at=T0 + dt.timedelta(minutes=1),
         params={"size": 32, "iterations": 2, "style_weight": 10.0 if row_id < "r2" else 1000.0},
     )
     r.update(values)
@@ -52,13 +63,24 @@ def damaged(tmp_path: Path, samples: Path) -> tuple[str, list[Path]]:
     R.write_part(str(out), old.drop_columns(["seq", "lpips_calibrated"]))
     # This version: r0 rerun and fixed (seq 1), new rows; `batch` is now text, odd carried types.
     odd = {"price": decimal.Decimal("9.99"), "shot": T0, "meta": {"cam": {"iso": 100}}, "boxes": [{"k": "cat"}], "blob": b"\x00\xff"}
-    R.write_part(str(out), R.to_table([row("r0", R.STATUS_OK, 1, samples, batch="b2", **odd),
-                                       row("r2", R.STATUS_OK, 2, samples, batch="b2", **odd),
-                                       row("r3", R.STATUS_ERROR, 3, samples, batch="b2", **odd)]))
+    R.write_part(
+        str(out),
+        R.to_table(
+            [
+                row("r0", R.STATUS_OK, 1, samples, batch="b2", **odd),
+                row("r2", R.STATUS_OK, 2, samples, batch="b2", **odd),
+                row("r3", R.STATUS_ERROR, 3, samples, batch="b2", **odd),
+            ]
+        ),
+    )
     results = out / "results"
     good = Path(R.part_paths(str(out))[-1]).read_bytes()
-    bad = [results / "part-29990101T000000000001-empty.parquet", results / "part-29990101T000000000002-truncated.parquet",
-           results / "part-29990101T000000000003-garbage.parquet", results / "part-29990101T000000000004-foreign.parquet"]
+    bad = [
+        results / "part-29990101T000000000001-empty.parquet",
+        results / "part-29990101T000000000002-truncated.parquet",
+        results / "part-29990101T000000000003-garbage.parquet",
+        results / "part-29990101T000000000004-foreign.parquet",
+    ]
     bad[0].write_bytes(b"")
     bad[1].write_bytes(good[: len(good) // 2])
     bad[2].write_bytes(os.urandom(3000))
@@ -70,6 +92,7 @@ def damaged(tmp_path: Path, samples: Path) -> tuple[str, list[Path]]:
 def cli(*args: str):
     """Invoke the CLI as a user's shell would show it: warnings printed to stderr, each time
     (pytest otherwise records them instead of printing)."""
+
     def show(message, category, filename, lineno, file=None, line=None):
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
@@ -95,8 +118,14 @@ def test_query_with_damaged_parts(damaged):
     assert_warned_each(r.stderr, bad)
     assert "'batch'" in r.stderr and "read as text" in r.stderr  # int64 in the old part, string now
 
-    r = cli("results", "query", out, "SELECT row_id, status, seq, batch, price, shot, meta.cam.iso AS iso, boxes, blob "
-                                     "FROM results ORDER BY row_id", "-f", "json")
+    r = cli(
+        "results",
+        "query",
+        out,
+        "SELECT row_id, status, seq, batch, price, shot, meta.cam.iso AS iso, boxes, blob FROM results ORDER BY row_id",
+        "-f",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     rows = {x["row_id"]: x for x in json.loads(r.stdout)}
     assert (rows["r0"]["status"], rows["r0"]["seq"]) == ("ok", 1)  # the rerun beats the old part
@@ -140,8 +169,13 @@ def test_only_damaged_parts_is_no_results(tmp_path):
 def test_the_real_command_prints_the_warning(damaged):
     """The installed entry point, in its own process, as a user runs it."""
     out, bad = damaged
-    p = subprocess.run([sys.executable, "-m", "pipeline.cli", "results", "query", out, "SELECT count(*) AS n FROM results", "-f", "csv"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    p = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "results", "query", out, "SELECT count(*) AS n FROM results", "-f", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout == "n\n4\n"
     assert_warned_each(p.stderr, bad)

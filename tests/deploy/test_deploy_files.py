@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import typer
 import yaml
 from typer.testing import CliRunner
@@ -260,7 +260,7 @@ def test_dockerfile_runs_as_non_root_with_weights_staged():
 def test_kuberay_head_has_no_gpu_and_workers_request_gpus():
     for name, spec in _kuberay_clusters():
         head = spec["headGroupSpec"]
-        assert str(head["rayStartParams"].get("num-gpus")) == "0", f"{name}: head num-gpus must be \"0\""
+        assert str(head["rayStartParams"].get("num-gpus")) == "0", f'{name}: head num-gpus must be "0"'
         for c in _containers(head["template"]):
             res = c.get("resources", {})
             assert "nvidia.com/gpu" not in {**res.get("limits", {}), **res.get("requests", {})}, f"{name}: GPU on the head"

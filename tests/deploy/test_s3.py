@@ -29,10 +29,22 @@ SAMPLES = Path(__file__).resolve().parents[2] / "pipeline" / "samples"
 
 # Every AWS setting that could point the SDK elsewhere (a user's profile, real keys) is replaced.
 _AWS_VARS = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
 )
 
 
@@ -129,8 +141,7 @@ def test_read_bytes_and_results_round_trip(s3, tmp_path):
 
     out = f"s3://{bucket}/run"
     t0 = R.now()
-    row = {"row_id": "r1", "content": content, "style": style, "status": "error", "error": "first try",
-           "started_at": t0, "finished_at": t0}
+    row = {"row_id": "r1", "content": content, "style": style, "status": "error", "error": "first try", "started_at": t0, "finished_at": t0}
     R.write_part(out, R.to_table([row]))
     R.write_part(out, R.to_table([dict(row, status="ok", error=None, finished_at=R.now())]))
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="run/results/")["Contents"])
@@ -168,9 +179,23 @@ def ray_head_without_endpoint(monkeypatch):
     head = subprocess.Popen(
         # --port=0: Ray binds a free port itself (no bind-and-release pick another program could
         # take first) and writes the address to <temp dir>/ray_current_cluster.
-        [ray_cli, "start", "--head", "--block", f"--node-ip-address={host}", "--port=0", "--num-cpus=2",
-         "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        env=node_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--block",
+            f"--node-ip-address={host}",
+            "--port=0",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        env=node_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -243,15 +268,29 @@ def test_submit_s3_manifest_to_a_cluster(s3, tmp_path, hed, ray_head_without_end
     client.put_object(Bucket=bucket, Key="manifests/m.parquet", Body=local.read_bytes())
 
     out = f"s3://{bucket}/run"
-    args = ["submit", f"s3://{bucket}/manifests/m.parquet", "--out", out, "--address", ray_head_without_endpoint,
-            "--workers", "1", "--batch-size", "2", "--weights", hed, "--lpips-weights", hed, "--no-progress"]
+    args = [
+        "submit",
+        f"s3://{bucket}/manifests/m.parquet",
+        "--out",
+        out,
+        "--address",
+        ray_head_without_endpoint,
+        "--workers",
+        "1",
+        "--batch-size",
+        "2",
+        "--weights",
+        hed,
+        "--lpips-weights",
+        hed,
+        "--no-progress",
+    ]
     # The driver in its own process, as the RayJob runs it: Ray keeps its auth mode per process
     # (see the module docstring), so an in-process driver would depend on which tests ran before.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH_", "RAY_ADDRESS"))}
     env["RAY_AUTH_MODE"] = "disabled"
     try:
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True,
-                              timeout=400)
+        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=400)
     except subprocess.TimeoutExpired as e:  # its output comes as bytes here, whatever text= said
         said = [x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr)]
         pytest.fail(f"stxpipe submit did not finish in 400 s:\n{said[0][-2000:]}\n{said[1][-4000:]}")

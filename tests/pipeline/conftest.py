@@ -58,8 +58,12 @@ def small_run(tmp_path_factory: pytest.TempPathFactory, hed: str, samples: Path)
     rows = read_manifest(manifest, base=_base(hed))  # the same ids submit computed
     ids = {
         r.row_id: {
-            "content": r.content, "style": ";".join(r.styles), "iterations": r.params.iterations,
-            "style_weight": r.params.style_weight, "tag": r.extra.get("tag"), "ok": MISSING not in r.content,
+            "content": r.content,
+            "style": ";".join(r.styles),
+            "iterations": r.params.iterations,
+            "style_weight": r.params.style_weight,
+            "tag": r.extra.get("tag"),
+            "ok": MISSING not in r.content,
         }
         for r in rows
     }

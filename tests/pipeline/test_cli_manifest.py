@@ -31,8 +31,23 @@ def _run(*args: str):
 
 def test_build_validate_show(tmp_path: Path, images: Path) -> None:
     out = tmp_path / "m.parquet"
-    r = _run("build", "-c", images / "c*.jpg", "-s", images / "s1.jpg", "-s", images / "s2.jpg",
-             "--param", "size=128", "--sweep", "style_layers=pool1;pool2;pool3", "--sweep", "iterations=10,20", "-o", out)
+    r = _run(
+        "build",
+        "-c",
+        images / "c*.jpg",
+        "-s",
+        images / "s1.jpg",
+        "-s",
+        images / "s2.jpg",
+        "--param",
+        "size=128",
+        "--sweep",
+        "style_layers=pool1;pool2;pool3",
+        "--sweep",
+        "iterations=10,20",
+        "-o",
+        out,
+    )
     assert r.exit_code == 0, r.output
     assert "24 rows, 2 distinct contents, 2 distinct styles" in r.output
     assert "swept style_layers (3): pool1 | pool2 | pool3" in r.output
@@ -54,7 +69,21 @@ def test_build_validate_show(tmp_path: Path, images: Path) -> None:
 
 def test_pair_mode_and_relative_paths(tmp_path: Path, images: Path) -> None:
     out = tmp_path / "sub" / "m.parquet"
-    r = _run("build", "-c", images / "c1.jpg", "-c", images / "c2.jpg", "-s", images / "s1.jpg", "-s", images / "s2.jpg", "--pair", "--relative", "-o", out)
+    r = _run(
+        "build",
+        "-c",
+        images / "c1.jpg",
+        "-c",
+        images / "c2.jpg",
+        "-s",
+        images / "s1.jpg",
+        "-s",
+        images / "s2.jpg",
+        "--pair",
+        "--relative",
+        "-o",
+        out,
+    )
     assert r.exit_code == 0, r.output
     assert pq.read_table(out).column("style").to_pylist() == ["../img/s1.jpg", "../img/s2.jpg"]
     assert _run("validate", out).exit_code == 0
@@ -62,12 +91,14 @@ def test_pair_mode_and_relative_paths(tmp_path: Path, images: Path) -> None:
 
 def test_validate_reports_all_five_problems_and_exits_1(tmp_path: Path, images: Path) -> None:
     pq.write_table(
-        pa.table({
-            "content": ["img/c1.jpg", "img/missing.jpg", "img/bad.jpg", "img/c1.jpg", "img/c2.jpg", "img/c2.jpg"],
-            "style": ["img/s1.jpg"] * 6,
-            "params": [None, None, None, '{"iteratoins": 5}', '{"init": "noize"}', None],
-            "row_id": ["a", "b", "c", "d", "e", "a"],
-        }),
+        pa.table(
+            {
+                "content": ["img/c1.jpg", "img/missing.jpg", "img/bad.jpg", "img/c1.jpg", "img/c2.jpg", "img/c2.jpg"],
+                "style": ["img/s1.jpg"] * 6,
+                "params": [None, None, None, '{"iteratoins": 5}', '{"init": "noize"}', None],
+                "row_id": ["a", "b", "c", "d", "e", "a"],
+            }
+        ),
         tmp_path / "bad.parquet",
     )
     r = _run("validate", tmp_path / "bad.parquet")

@@ -21,8 +21,24 @@ def _command():
 
 def test_real_tiny_run_writes_png_with_params(tmp_path, content_path, style_path, hed):
     out = tmp_path / "sub" / "out.png"
-    args = [str(content_path), str(style_path), "-o", str(out), "--weights", hed, "--lpips-weights", hed,
-            "--size", "48", "--iterations", "3", "--style-layers", "conv1_1,conv2_1", "--style-weight", "500"]
+    args = [
+        str(content_path),
+        str(style_path),
+        "-o",
+        str(out),
+        "--weights",
+        hed,
+        "--lpips-weights",
+        hed,
+        "--size",
+        "48",
+        "--iterations",
+        "3",
+        "--style-layers",
+        "conv1_1,conv2_1",
+        "--style-weight",
+        "500",
+    ]
     r = runner.invoke(app, ["stylize", *args])
     assert r.exit_code == 0, r.output
     img = load_image(out)
@@ -70,4 +86,3 @@ def test_missing_content_file_names_it(tmp_path, style_path):
     assert r.exit_code == 1
     assert "error:" in r.output and str(missing) in r.output and "does not exist" in r.output
     assert "Traceback" not in r.output
-

@@ -46,7 +46,10 @@ def test_build_validate_read_round_trip(tmp_path: Path, images: Path) -> None:
     assert report.files_checked == 4
     rows = M.read_manifest(out)
     assert [(Path(r.content).name, tuple(Path(s).name for s in r.styles)) for r in rows] == [
-        ("c1.jpg", ("s1.jpg",)), ("c1.jpg", ("s2.jpg",)), ("c2.jpg", ("s1.jpg",)), ("c2.jpg", ("s2.jpg",)),
+        ("c1.jpg", ("s1.jpg",)),
+        ("c1.jpg", ("s2.jpg",)),
+        ("c2.jpg", ("s1.jpg",)),
+        ("c2.jpg", ("s2.jpg",)),
     ]
     assert all(r.params == Params(size=128, init="noise") for r in rows)
     assert all(Path(r.content).is_absolute() for r in rows)
@@ -89,12 +92,14 @@ def test_parse_sweep_list_and_scalar_syntax() -> None:
 def test_every_problem_is_reported_with_its_row(tmp_path: Path, images: Path) -> None:
     s1 = str(images / "s1.jpg")
     pq.write_table(
-        pa.table({
-            "content": ["img/c1.jpg", "img/missing.jpg", "img/bad.jpg", "img/c1.jpg", "img/c2.jpg", "img/c2.jpg"],
-            "style": [s1] * 6,
-            "params": [None, None, None, '{"sise": 128}', '{"size": -3}', None],
-            "row_id": ["r0", "r1", "r2", "r3", "r4", "r0"],
-        }),
+        pa.table(
+            {
+                "content": ["img/c1.jpg", "img/missing.jpg", "img/bad.jpg", "img/c1.jpg", "img/c2.jpg", "img/c2.jpg"],
+                "style": [s1] * 6,
+                "params": [None, None, None, '{"sise": 128}', '{"size": -3}', None],
+                "row_id": ["r0", "r1", "r2", "r3", "r4", "r0"],
+            }
+        ),
         tmp_path / "bad.parquet",
     )
     report = M.validate_manifest(tmp_path / "bad.parquet")
@@ -113,8 +118,13 @@ def test_every_problem_is_reported_with_its_row(tmp_path: Path, images: Path) ->
 
 def test_several_bad_params_in_one_row_are_all_reported(tmp_path: Path, images: Path) -> None:
     pq.write_table(
-        pa.table({"content": [str(images / "c1.jpg")], "style": [str(images / "s1.jpg")],
-                  "params": ['{"init": "noize", "size": 0, "colour": 1}']}),
+        pa.table(
+            {
+                "content": [str(images / "c1.jpg")],
+                "style": [str(images / "s1.jpg")],
+                "params": ['{"init": "noize", "size": 0, "colour": 1}'],
+            }
+        ),
         tmp_path / "m.parquet",
     )
     problems = M.validate_manifest(tmp_path / "m.parquet").problems
@@ -135,13 +145,15 @@ def test_schema_problems(tmp_path: Path) -> None:
 
 def test_json_params_extra_columns_and_default_ids(tmp_path: Path, images: Path) -> None:
     pq.write_table(
-        pa.table({
-            "content": ["img/c1.jpg", "img/c2.jpg", "img/c1.jpg"],
-            "style": ["img/s1.jpg"] * 3,
-            "params": ['{"size": 128, "style_layers": ["pool1", "pool2"]}', "", None],
-            "tag": ["a", "b", "c"],
-            "score": [1.5, None, 3.0],
-        }),
+        pa.table(
+            {
+                "content": ["img/c1.jpg", "img/c2.jpg", "img/c1.jpg"],
+                "style": ["img/s1.jpg"] * 3,
+                "params": ['{"size": 128, "style_layers": ["pool1", "pool2"]}', "", None],
+                "tag": ["a", "b", "c"],
+                "score": [1.5, None, 3.0],
+            }
+        ),
         tmp_path / "m.parquet",
     )
     rows = M.read_manifest(tmp_path / "m.parquet", check_files=True)
@@ -235,7 +247,9 @@ def test_csv_build_pairs_blends_and_carries_columns(tmp_path: Path, images: Path
 
 def test_builder_errors_say_what_to_do(tmp_path: Path, images: Path) -> None:
     with pytest.raises(ValueError, match="--pair needs as many contents as styles"):
-        M.plan_manifest(M.BuildConfig(contents=(str(images / "c*.jpg"),), styles=(str(images / "s1.jpg"),), pair=True), tmp_path / "m.parquet")
+        M.plan_manifest(
+            M.BuildConfig(contents=(str(images / "c*.jpg"),), styles=(str(images / "s1.jpg"),), pair=True), tmp_path / "m.parquet"
+        )
     with pytest.raises(FileNotFoundError, match="matched no image files"):
         M.plan_manifest(M.BuildConfig(contents=(str(images / "*.png"),), styles=(str(images / "s1.jpg"),)), tmp_path / "m.parquet")
     with pytest.raises(ParamError, match="combination"):
@@ -312,9 +326,20 @@ def test_safe_output_path_stays_under_the_root(tmp_path: Path) -> None:
 
 def test_reserved_result_columns_are_refused_in_one_problem(tmp_path: Path, images: Path) -> None:
     c, s = str(images / "c1.jpg"), str(images / "s1.jpg")
-    pq.write_table(pa.table({
-        "content": [c], "style": [s], "status": ["mine"], "error": ["x"], "tag": ["keep"], "Seconds": [1.5], "output": ["o"],
-    }), tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "content": [c],
+                "style": [s],
+                "status": ["mine"],
+                "error": ["x"],
+                "tag": ["keep"],
+                "Seconds": [1.5],
+                "output": ["o"],
+            }
+        ),
+        tmp_path / "m.parquet",
+    )
     problems = M.validate_manifest(tmp_path / "m.parquet").problems
     assert len(problems) == 1
     p = problems[0]
@@ -340,11 +365,22 @@ def test_reserved_columns_are_read_from_the_results_schema(monkeypatch: pytest.M
 def test_blends_params_json_and_iterations_are_bounded(tmp_path: Path, images: Path) -> None:
     c, s = str(images / "c1.jpg"), str(images / "s1.jpg")
     deep = '{"size": ' + "[" * 20 + "]" * 20 + "}"
-    pq.write_table(pa.table({
-        "content": [c] * 5,
-        "style": [[s] * 17, [s], [s], [s], [s]],
-        "params": [None, deep, '{"iterations": 1000000000}', '{"size": 8192, "style_scale": 8}', json.dumps({f"k{i}": 1 for i in range(500)})],
-    }), tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "content": [c] * 5,
+                "style": [[s] * 17, [s], [s], [s], [s]],
+                "params": [
+                    None,
+                    deep,
+                    '{"iterations": 1000000000}',
+                    '{"size": 8192, "style_scale": 8}',
+                    json.dumps({f"k{i}": 1 for i in range(500)}),
+                ],
+            }
+        ),
+        tmp_path / "m.parquet",
+    )
     problems = M.validate_manifest(tmp_path / "m.parquet", check_files=False).problems
     by = {(p.row, p.column): p.message for p in problems}
     assert set(by) == {(0, "style"), (1, "params"), (2, "params.iterations"), (3, "params.style_scale"), (4, "params")}
@@ -359,11 +395,16 @@ def test_images_too_small_for_the_layers_are_refused_with_the_smallest_size(tmp_
     Image.new("RGB", (4000, 100), (10, 120, 200)).save(tmp_path / "pano.png")
     Image.new("RGB", (300, 200), (200, 120, 10)).save(tmp_path / "photo.jpg")
     Image.new("RGB", (64, 64), (0, 0, 0)).save(tmp_path / "style.png")
-    pq.write_table(pa.table({
-        "content": ["pano.png", "photo.jpg", "photo.jpg", "pano.png"],
-        "style": ["style.png", "style.png", "photo.jpg", "style.png"],
-        "params": ['{"size": 512}', '{"size": 16}', '{"size": 24}', '{"size": 620}'],
-    }), tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "content": ["pano.png", "photo.jpg", "photo.jpg", "pano.png"],
+                "style": ["style.png", "style.png", "photo.jpg", "style.png"],
+                "params": ['{"size": 512}', '{"size": 16}', '{"size": 24}', '{"size": 620}'],
+            }
+        ),
+        tmp_path / "m.parquet",
+    )
     problems = M.validate_manifest(tmp_path / "m.parquet").problems
     assert [(p.row, p.column) for p in problems] == [(0, "params.size"), (1, "params.size")]
     assert "4000x100 content image gives a 512x13 output" in problems[0].message and "use size >= 620" in problems[0].message

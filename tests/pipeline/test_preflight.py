@@ -14,12 +14,16 @@ import pytest
 
 from pipeline.manifest import RowSpec, read_manifest, write_manifest
 from pipeline.preflight import (
-    PreflightError, check_inputs_readable, check_output_writable, plan_weights, rows_text,
+    PreflightError,
+    check_inputs_readable,
+    check_output_writable,
+    plan_weights,
+    rows_text,
 )
 from stylecore import catalog as C
 from stylecore import weights as W
-from tests.conftest import clear_model_caches
 from stylecore.params import Params
+from tests.conftest import clear_model_caches
 
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 

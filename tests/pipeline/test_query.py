@@ -55,12 +55,19 @@ def test_latest_attempt_per_row_wins(copy_run, small_run):
     before_all = Q.query(copy_run, "SELECT count(*) AS n FROM results_all").column("n")[0].as_py()
     target = sorted(small_run.ok_ids)[0]
     old = Q.query(copy_run, f"SELECT * FROM results WHERE row_id = '{target}'").to_pylist()[0]
-    newer = dict(old, status=R.STATUS_ERROR, error="synthetic newer attempt", attempt=9,
-                 finished_at=R.now() + dt.timedelta(hours=1), started_at=R.now())
+    newer = dict(
+        old,
+        status=R.STATUS_ERROR,
+        error="synthetic newer attempt",
+        attempt=9,
+        finished_at=R.now() + dt.timedelta(hours=1),
+        started_at=R.now(),
+    )
     # Both copies keep the old row's seq, so that ties: an older attempt written later must NOT
     # win: finished_at decides, not the part's name.
-    older = dict(old, status=R.STATUS_ERROR, error="synthetic stale attempt", attempt=0,
-                 finished_at=old["finished_at"] - dt.timedelta(hours=1))
+    older = dict(
+        old, status=R.STATUS_ERROR, error="synthetic stale attempt", attempt=0, finished_at=old["finished_at"] - dt.timedelta(hours=1)
+    )
     R.write_part(copy_run, R.to_table([newer]))
     R.write_part(copy_run, R.to_table([older]))
 
@@ -78,8 +85,12 @@ def test_a_higher_seq_wins_over_a_later_clock(copy_run, small_run):
     old = Q.query(copy_run, f"SELECT * FROM results WHERE row_id = '{target}'").to_pylist()[0]
     top = R.next_seq(copy_run)
     # The driver's newer answer, stamped by a worker whose clock lags a day behind...
-    R.write_part(copy_run, R.to_table([dict(old, status=R.STATUS_ERROR, error="assigned last", seq=top + 1,
-                                            finished_at=old["finished_at"] - dt.timedelta(days=1))]))
+    R.write_part(
+        copy_run,
+        R.to_table(
+            [dict(old, status=R.STATUS_ERROR, error="assigned last", seq=top + 1, finished_at=old["finished_at"] - dt.timedelta(days=1))]
+        ),
+    )
     # ...and an earlier-assigned answer written after it, with a clock far ahead.
     R.write_part(copy_run, R.to_table([dict(old, error="assigned first", seq=top, finished_at=R.now() + dt.timedelta(days=1))]))
     got = Q.query(copy_run, f"SELECT status, error, seq FROM results WHERE row_id = '{target}'").to_pylist()
@@ -112,7 +123,9 @@ def test_summary_detects_the_swept_params(small_run):
     assert (sw["10.0"].rows, sw["10.0"].ok) == (3, 2)  # the error row asked for style_weight 10
     assert (sw["1000.0"].rows, sw["1000.0"].ok) == (2, 2)
     # Mean and median agree with plain SQL over the same rows.
-    want = Q.query(small_run.out, "SELECT avg(lpips_style) AS m, median(lpips_content) AS d FROM results WHERE params.style_weight = 1000").to_pylist()[0]
+    want = Q.query(
+        small_run.out, "SELECT avg(lpips_style) AS m, median(lpips_content) AS d FROM results WHERE params.style_weight = 1000"
+    ).to_pylist()[0]
     assert sw["1000.0"].lpips_style_mean == pytest.approx(want["m"])
     assert sw["1000.0"].lpips_content_median == pytest.approx(want["d"])
     assert len(s.groups["iterations × style_weight"]) == 4

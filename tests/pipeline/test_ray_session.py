@@ -34,8 +34,8 @@ def _wait(cond, timeout: float, what: str, step: float = 0.3):
 
 
 def _procs_now() -> dict:
-    import ray  # noqa: F401  # puts Ray's bundled psutil on sys.path
     import psutil
+    import ray  # noqa: F401  # puts Ray's bundled psutil on sys.path
 
     return {p.pid: p for p in psutil.Process().children(recursive=True)}
 
@@ -322,7 +322,10 @@ def test_a_node_that_cannot_see_a_local_out_is_named(tmp_path):
         procs.append(subprocess.Popen(cmd, start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         r = subprocess.run(
             [sys.executable, "-c", _DRIVER, f"127.0.0.1:{port}", str(local / "out"), str(shared / "out")],
-            capture_output=True, text=True, env=env, timeout=240,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=240,
         )
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         res = json.loads(r.stdout.split("RESULT ", 1)[1])

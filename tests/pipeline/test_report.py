@@ -31,8 +31,16 @@ NO_CHROMIUM = "headless Chromium not installed: apt-get update && apt-get instal
 # Skips only outside CI; in CI the test runs and `chromium()` fails it, naming what is missing.
 needs_chromium = pytest.mark.skipif(CHROMIUM is None and not IN_CI, reason=NO_CHROMIUM)
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--enable-logging=stderr",
+    "--v=0",
     "--virtual-time-budget=15000",
 ]
 
@@ -141,14 +149,35 @@ def _fake_rows(samples: Path, out: Path, weights: str) -> list[dict]:
     rows = []
     for i, cw in enumerate((0.5, 1.0, 2.0)):
         output = str(save_png(img, out / "images" / f"r{i}.png"))
-        rows.append(dict(
-            row_id=f"r{i}", content=content, style=style, status="ok", output=output,
-            lpips_style=0.5 - 0.1 * i, lpips_content=0.1 * i, iterations=2, seconds=0.1,
-            weights=weights, lpips_weights=weights, started_at=now, finished_at=now,
-            params=Params(size=32, iterations=2, content_weight=cw, weights="random", lpips_weights="random").to_dict(),
-        ))
-    rows.append(dict(rows[0], row_id="bad", status="error", error="ImageError: boom <script>alert(1)</script>", output=None,
-                     lpips_style=None, lpips_content=None))
+        rows.append(
+            dict(
+                row_id=f"r{i}",
+                content=content,
+                style=style,
+                status="ok",
+                output=output,
+                lpips_style=0.5 - 0.1 * i,
+                lpips_content=0.1 * i,
+                iterations=2,
+                seconds=0.1,
+                weights=weights,
+                lpips_weights=weights,
+                started_at=now,
+                finished_at=now,
+                params=Params(size=32, iterations=2, content_weight=cw, weights="random", lpips_weights="random").to_dict(),
+            )
+        )
+    rows.append(
+        dict(
+            rows[0],
+            row_id="bad",
+            status="error",
+            error="ImageError: boom <script>alert(1)</script>",
+            output=None,
+            lpips_style=None,
+            lpips_content=None,
+        )
+    )
     return rows
 
 
@@ -187,11 +216,21 @@ def test_script_json_escapes_what_could_end_the_element():
 
 def test_jsonable_turns_odd_carried_values_into_json():
     when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
-    got = REP.jsonable({
-        "dec": decimal.Decimal("1.10"), "ts": when, "day": when.date(), "nested": {"k": [1, (2, 3)]},
-        "blob": b"\x00\xff", "big": bytes(100), "nan": math.nan, "inf": -math.inf, "ok": 0.5, "obj": object,
-        1: "int key",
-    })
+    got = REP.jsonable(
+        {
+            "dec": decimal.Decimal("1.10"),
+            "ts": when,
+            "day": when.date(),
+            "nested": {"k": [1, (2, 3)]},
+            "blob": b"\x00\xff",
+            "big": bytes(100),
+            "nan": math.nan,
+            "inf": -math.inf,
+            "ok": 0.5,
+            "obj": object,
+            1: "int key",
+        }
+    )
     assert got["dec"] == "1.10" and got["ts"] == "2024-01-02T03:04:05+00:00" and got["day"] == "2024-01-02"
     assert got["nested"] == {"k": [1, [2, 3]]} and got["blob"] == "0x00ff"
     assert got["big"].startswith("0x" + "00" * 64) and got["big"].endswith("(100 bytes)")

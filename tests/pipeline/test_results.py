@@ -29,10 +29,23 @@ def row(row_id: str, status: str = R.STATUS_OK, seq: int | None = None, minute: 
     """A result row shaped like the driver's (see pipeline/worker.py: result_row)."""
     r = {c: None for c in R.RESULT_COLUMNS}
     r.update(
-        row_id=row_id, content="in/c.jpg", style="in/s.jpg", status=status, output=f"out/images/{row_id}.png",
-        lpips_style=0.5, lpips_content=0.25, iterations=2, seconds=1.5, weights="vgg16-hed@sha256:0123456789abcdef",
-        lpips_weights="vgg16-hed@sha256:0123456789abcdef", lpips_calibrated=False, attempt=0, seq=seq,
-        started_at=T0, finished_at=T0 + dt.timedelta(minutes=minute), params={"size": 32, "style_weight": 10.0},
+        row_id=row_id,
+        content="in/c.jpg",
+        style="in/s.jpg",
+        status=status,
+        output=f"out/images/{row_id}.png",
+        lpips_style=0.5,
+        lpips_content=0.25,
+        iterations=2,
+        seconds=1.5,
+        weights="vgg16-hed@sha256:0123456789abcdef",
+        lpips_weights="vgg16-hed@sha256:0123456789abcdef",
+        lpips_calibrated=False,
+        attempt=0,
+        seq=seq,
+        started_at=T0,
+        finished_at=T0 + dt.timedelta(minutes=minute),
+        params={"size": 32, "style_weight": 10.0},
     )
     if status != R.STATUS_OK:
         r.update(error="boom", output=None, lpips_style=None, lpips_content=None)
@@ -215,7 +228,9 @@ def _write_lock(out: Path, **holder) -> Path:
 
 def test_a_second_submit_is_refused_naming_the_live_holder(tmp_path):
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(R.OutputLockedError) as e:
@@ -239,7 +254,7 @@ def test_the_same_process_cannot_lock_twice_and_releases_on_error(tmp_path):
             with pytest.raises(R.OutputLockedError, match=f"pid {os.getpid()}"):
                 with R.lock_output(str(tmp_path)):
                     pass
-            1 / 0
+            1 / 0  # noqa: B018 - raise inside the lock
     assert not (tmp_path / R.LOCK_NAME).exists()
 
 
@@ -296,18 +311,20 @@ def test_object_store_lock_is_a_lock_object(tmp_path):
 
 def odd_manifest_columns() -> pa.Table:
     """Manifest columns of every awkward type; carried rows get them as `to_pylist()` values."""
-    return pa.table({
-        "price": pa.array([decimal.Decimal("1.50"), decimal.Decimal("-123.25"), None], pa.decimal128(10, 2)),
-        "shot_at": pa.array([T0, T0 + dt.timedelta(hours=1), None], pa.timestamp("us", tz="Europe/Paris")),
-        "day": pa.array([dt.date(2024, 2, 29), None, dt.date(1999, 12, 31)], pa.date32()),
-        "meta": pa.array([{"a": 1, "b": {"c": "x"}}, {"a": None, "b": None}, None]),
-        "boxes": pa.array([[{"k": "cat", "v": 0.9}], [], None]),
-        "note": pa.array(["big", "ü", None], pa.large_string()),
-        "group": pa.array(["g1", "g2", "g1"]).dictionary_encode(),
-        "blob": pa.array([b"\x00\xff", b"", None], pa.binary()),
-        "big": pa.array([2**63 + 5, 0, None], pa.uint64()),
-        "tags": pa.array([[("a", 1)], [], None], pa.map_(pa.string(), pa.int64())),
-    })
+    return pa.table(
+        {
+            "price": pa.array([decimal.Decimal("1.50"), decimal.Decimal("-123.25"), None], pa.decimal128(10, 2)),
+            "shot_at": pa.array([T0, T0 + dt.timedelta(hours=1), None], pa.timestamp("us", tz="Europe/Paris")),
+            "day": pa.array([dt.date(2024, 2, 29), None, dt.date(1999, 12, 31)], pa.date32()),
+            "meta": pa.array([{"a": 1, "b": {"c": "x"}}, {"a": None, "b": None}, None]),
+            "boxes": pa.array([[{"k": "cat", "v": 0.9}], [], None]),
+            "note": pa.array(["big", "ü", None], pa.large_string()),
+            "group": pa.array(["g1", "g2", "g1"]).dictionary_encode(),
+            "blob": pa.array([b"\x00\xff", b"", None], pa.binary()),
+            "big": pa.array([2**63 + 5, 0, None], pa.uint64()),
+            "tags": pa.array([[("a", 1)], [], None], pa.map_(pa.string(), pa.int64())),
+        }
+    )
 
 
 def test_odd_carried_types_round_trip_and_query(tmp_path):
@@ -321,8 +338,10 @@ def test_odd_carried_types_round_trip_and_query(tmp_path):
     assert t.schema.field("shot_at").type.tz == "Europe/Paris"
     assert pa.types.is_decimal(t.schema.field("price").type) and pa.types.is_struct(t.schema.field("meta").type)
 
-    got = Q.query(str(tmp_path), "SELECT row_id, price, shot_at, day, meta.b.c AS c, boxes[1].k AS k, note, \"group\", blob, big, tags "
-                                 "FROM results ORDER BY row_id").to_pylist()
+    got = Q.query(
+        str(tmp_path),
+        'SELECT row_id, price, shot_at, day, meta.b.c AS c, boxes[1].k AS k, note, "group", blob, big, tags FROM results ORDER BY row_id',
+    ).to_pylist()
     assert [r["c"] for r in got] == ["x", None, None] and [r["k"] for r in got] == ["cat", None, None]
     assert got[0]["price"] == decimal.Decimal("1.50") and got[0]["big"] == 2**63 + 5
     everything = Q.query(str(tmp_path), "SELECT * FROM results ORDER BY row_id")
@@ -338,8 +357,12 @@ def test_odd_carried_types_round_trip_and_query(tmp_path):
 def test_a_carried_column_whose_type_changes_between_runs(tmp_path):
     out = tmp_path / "out"
     R.write_part(str(out), R.to_table([row("a", seq=1, tag=5, score=1, zone=T0, dec=decimal.Decimal("1.5"))]))
-    R.write_part(str(out), R.to_table([row("b", seq=2, tag="five", score=2.5, zone=T0.astimezone(dt.timezone(dt.timedelta(hours=2))),
-                                           dec=decimal.Decimal("123.25"))]))
+    R.write_part(
+        str(out),
+        R.to_table(
+            [row("b", seq=2, tag="five", score=2.5, zone=T0.astimezone(dt.timezone(dt.timedelta(hours=2))), dec=decimal.Decimal("123.25"))]
+        ),
+    )
     R.write_part(str(out), R.to_table([row("c", seq=3, tag=None, score=None, zone=None, dec=None)]))  # all-null: promotes
 
     with warnings.catch_warnings(record=True) as rec:

@@ -30,8 +30,25 @@ pytestmark = pytest.mark.slow
 
 TINY = {"size": 32, "iterations": 2, "weights": "vgg16-hed", "lpips_weights": "vgg16-hed"}
 CONTRACT = [
-    "row_id", "content", "style", "status", "error", "output", "lpips_style", "lpips_content", "loss_content",
-    "loss_style", "loss_tv", "iterations", "seconds", "weights", "device", "worker", "started_at", "finished_at", "params",
+    "row_id",
+    "content",
+    "style",
+    "status",
+    "error",
+    "output",
+    "lpips_style",
+    "lpips_content",
+    "loss_content",
+    "loss_style",
+    "loss_tv",
+    "iterations",
+    "seconds",
+    "weights",
+    "device",
+    "worker",
+    "started_at",
+    "finished_at",
+    "params",
 ]
 
 
@@ -39,7 +56,12 @@ def _manifest(path: Path, samples: Path, n: int, extra_rows: list[dict] | None =
     contents = sorted((samples / "content").glob("*.jpg"))
     styles = sorted((samples / "style").glob("*.jpg"))
     rows = [
-        {"content": str(contents[i % len(contents)]), "style": str(styles[i % len(styles)]), "params": {**TINY, **params, "seed": i}, "tag": f"t{i}"}
+        {
+            "content": str(contents[i % len(contents)]),
+            "style": str(styles[i % len(styles)]),
+            "params": {**TINY, **params, "seed": i},
+            "tag": f"t{i}",
+        }
         for i in range(n)
     ]
     write_manifest(rows + (extra_rows or []), path)
@@ -186,12 +208,26 @@ def two_node_cluster(tmp_path, monkeypatch):
     procs = []
     env = dict(os.environ, RAY_ADDRESS="")
     try:
-        procs.append(subprocess.Popen([ray_bin, "start", "--head", "--port=0", f"--temp-dir={temp_dir}", "--include-dashboard=false", *common],
-                                      start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [ray_bin, "start", "--head", "--port=0", f"--temp-dir={temp_dir}", "--include-dashboard=false", *common],
+                start_new_session=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         port = _head_port(temp_dir, procs[0])
         address = f"127.0.0.1:{port}"
-        procs.append(subprocess.Popen([ray_bin, "start", f"--address={address}", *common],
-                                      start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [ray_bin, "start", f"--address={address}", *common],
+                start_new_session=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         # Both nodes alive, and each node's metrics export port, as the cluster reports them.
         r = subprocess.run([sys.executable, "-c", _NODES, address], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, "second node did not join: " + r.stdout[-2000:] + r.stderr[-2000:]
@@ -258,7 +294,22 @@ def test_two_node_cluster_runs_rows_on_both_nodes_and_exports_metrics(tmp_path, 
     address, metric_ports = two_node_cluster
     m = _manifest(tmp_path / "m.parquet", samples, 6, iterations=6)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(m), "--out", str(out), "--address", address, "--workers", "2", "--batch-size", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "submit",
+        str(m),
+        "--out",
+        str(out),
+        "--address",
+        address,
+        "--workers",
+        "2",
+        "--batch-size",
+        "1",
+        "--no-progress",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     t = R.read_results(str(out))

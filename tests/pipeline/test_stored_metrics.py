@@ -53,7 +53,8 @@ def test_stored_lpips_pair_and_gram_style_match_a_recomputation_from_the_files(s
             assert r[k] is not None and got[k] == pytest.approx(r[k], abs=TOLS[k]), (r["row_id"], k, r[k], got[k])
     # The tolerance can tell rows apart: each row's recomputed pair is nearest its own stored pair.
     for rid, got in recomputed.items():
-        def gap(r: dict) -> float:
+
+        def gap(r: dict, got: dict = got) -> float:
             return max(abs(got[k] - r[k]) for k in ("lpips_style", "lpips_content"))
 
         nearest = min(rows, key=gap)

@@ -108,7 +108,9 @@ def test_a_damaged_part_is_skipped_and_its_rows_run_again_on_the_next_submit(tmp
         r = _submit(m, "--out", out)
     assert r.exit_code == 0, r.output
     assert "1 ok" in r.output and "1 already done" in r.output, r.output  # only the lost row ran
-    assert any(str(damaged) in str(w.message) and issubclass(w.category, R.ResultsWarning) for w in caught), [str(w.message) for w in caught]
+    assert any(str(damaged) in str(w.message) and issubclass(w.category, R.ResultsWarning) for w in caught), [
+        str(w.message) for w in caught
+    ]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", R.ResultsWarning)

@@ -75,9 +75,7 @@ def test_rgb_jpeg_sample_decodes(content_path):
         ),
         # RGBA: transparent red -> white (not red), opaque green, half-transparent red over white
         (
-            lambda: Image.fromarray(
-                np.array([[[255, 0, 0, 0], [0, 200, 0, 255], [255, 0, 0, 128]]], np.uint8), "RGBA"
-            ),
+            lambda: Image.fromarray(np.array([[[255, 0, 0, 0], [0, 200, 0, 255], [255, 0, 0, 128]]], np.uint8), "RGBA"),
             [(255, 255, 255), (0, 200, 0), (255, 127, 127)],
         ),
         # 16-bit gray: scaled (32768 -> 128), not clipped (Pillow's convert gives 255)
@@ -335,8 +333,14 @@ def test_tensor_to_image_clamps_and_rounds():
 
 @pytest.mark.parametrize(
     "size_in, long, size_out",
-    [((256, 171), 100, (100, 67)), ((171, 256), 100, (67, 100)), ((100, 100), 37, (37, 37)),
-     ((1000, 1), 10, (10, 1)), ((30, 20), 90, (90, 60)), ((3, 2), 5, (5, 3))],
+    [
+        ((256, 171), 100, (100, 67)),
+        ((171, 256), 100, (67, 100)),
+        ((100, 100), 37, (37, 37)),
+        ((1000, 1), 10, (10, 1)),
+        ((30, 20), 90, (90, 60)),
+        ((3, 2), 5, (5, 3)),
+    ],
 )
 def test_resize_long_side_exact(size_in, long, size_out):
     img = Image.new("RGB", size_in, (10, 20, 30))
@@ -475,8 +479,9 @@ def test_preserve_colors_resizes_content_and_clamps():
     out = I.preserve_colors(output, teal)
     assert out.shape == (1, 3, 16, 24) and 0 <= out.min() and out.max() <= 1
     # content chroma everywhere, where clamping did not intervene
-    inside = ((I.yiq_to_rgb(torch.cat([I.rgb_to_yiq(output)[:, :1], I.rgb_to_yiq(teal)[:, 1:, :16, :24]], 1))
-               - 0.5).abs() < 0.5).all(1)  # (1, H, W)
+    inside = ((I.yiq_to_rgb(torch.cat([I.rgb_to_yiq(output)[:, :1], I.rgb_to_yiq(teal)[:, 1:, :16, :24]], 1)) - 0.5).abs() < 0.5).all(
+        1
+    )  # (1, H, W)
     assert inside.float().mean() > 0.5
     iq = I.rgb_to_yiq(out)[:, 1:]
     want = I.rgb_to_yiq(teal[:, :, :1, :1])[:, 1:]

@@ -5,8 +5,15 @@ from __future__ import annotations
 import torch
 
 from stylecore.losses import (
-    ContentLoss, StyleLoss, blend_grams, gatys_content_loss, gatys_style_layer_loss, gram_matrix,
-    normalized_layer_weights, relative_sq_error, total_variation,
+    ContentLoss,
+    StyleLoss,
+    blend_grams,
+    gatys_content_loss,
+    gatys_style_layer_loss,
+    gram_matrix,
+    normalized_layer_weights,
+    relative_sq_error,
+    total_variation,
 )
 
 

@@ -63,13 +63,14 @@ def test_each_row_batched_equals_that_row_alone_and_torch_lbfgs(chunk, project):
     x0 = _start(4)
     xb, steps_b = minimize_rows(x0, lambda x, rows: rosenbrock(x, a[rows]), CFG, iterations=60, chunk=chunk, project=project)
     for i in range(4):
-        xa, steps_a = minimize_rows(x0[i : i + 1], lambda x, rows: rosenbrock(x, a[i : i + 1]), CFG, 60, chunk, project=project)
+        ai = a[i : i + 1]
+        xa, steps_a = minimize_rows(x0[i : i + 1], lambda x, rows, ai=ai: rosenbrock(x, ai), CFG, 60, chunk, project=project)
         assert torch.equal(xa[0], xb[i]) and steps_a == [steps_b[i]]
         # the same points evaluated, in the same order, as torch's optimiser
         mine: list[torch.Tensor] = []
         opt = BatchedLBFGS(x0[i : i + 1], CFG, 60, chunk, project=project)
-        opt.run(lambda x, rows: mine.append(x.detach()[0].clone()) or rosenbrock(x, a[i : i + 1]))
-        ref, steps_t, seen = _torch_lbfgs(x0[i], lambda x: rosenbrock(x, a[i : i + 1]), 60, chunk, project)
+        opt.run(lambda x, rows, ai=ai, mine=mine: mine.append(x.detach()[0].clone()) or rosenbrock(x, ai))
+        ref, steps_t, seen = _torch_lbfgs(x0[i], lambda x, ai=ai: rosenbrock(x, ai), 60, chunk, project)
         assert steps_t == steps_b[i] and len(seen) == len(mine)
         assert max((u - v).abs().max().item() for u, v in zip(seen, mine)) <= 1e-12
         assert (ref - xb[i]).abs().max().item() <= 1e-12
@@ -103,4 +104,3 @@ def test_row_at_an_optimum_takes_no_step():
     x, steps = minimize_rows(x0, lambda x, rows: ((x - 0.5) ** 2).sum(1) * (rows == 1), CFG, 10)  # row 0: constant 0
     assert steps[0] == 0 and torch.equal(x[0], x0[0])
     assert steps[1] >= 1 and torch.allclose(x[1], torch.full((2,), 0.5, dtype=torch.float64))
-

@@ -117,21 +117,24 @@ def test_size_16_on_a_3_2_photo_names_the_smallest_workable_size():
 
 
 def test_panorama_at_512_names_the_smallest_workable_size():
-    (field, msg), = image_side_problems(Params(size=512), (100, 4000), [(256, 256)], metrics=True)
+    ((field, msg),) = image_side_problems(Params(size=512), (100, 4000), [(256, 256)], metrics=True)
     assert field == "size" and "512x13 output" in msg and "use size >= 620" in msg
     assert image_side_problems(Params(size=620), (100, 4000), [], metrics=True) == []
     # Shallow layers need fewer pixels, but the worker's LPIPS metric still needs 16.
     shallow = Params(size=512, style_layers=("conv1_1",), content_layers=("conv2_1",))
     assert image_side_problems(shallow, (100, 4000), []) == []
-    (_, msg), = image_side_problems(shallow, (100, 4000), [], metrics=True)
+    ((_, msg),) = image_side_problems(shallow, (100, 4000), [], metrics=True)
     assert "LPIPS metric needs 16 px" in msg
     # An aspect no size can serve.
-    (_, msg), = image_side_problems(Params(size=512), (1, 4000), [], metrics=True)
+    ((_, msg),) = image_side_problems(Params(size=512), (1, 4000), [], metrics=True)
     assert "no size up to 8192 works" in msg
 
 
 @pytest.mark.parametrize("hw", [(200, 300), (100, 4000), (4000, 100), (77, 1000), (9, 300), (512, 513)])
-@pytest.mark.parametrize("changes", [{}, {"scales": 2}, {"scales": 3, "style_layers": ("pool5",)}, {"style_layers": ("conv1_1",), "content_layers": ("relu2_1",)}])
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"scales": 2}, {"scales": 3, "style_layers": ("pool5",)}, {"style_layers": ("conv1_1",), "content_layers": ("relu2_1",)}],
+)
 def test_suggested_size_is_the_smallest_that_works(hw, changes):
     p = Params(size=128, **changes)
     need = min_short_side(p)
@@ -143,7 +146,7 @@ def test_suggested_size_is_the_smallest_that_works(hw, changes):
 
 def test_style_image_too_small_names_the_smallest_style_scale():
     p = Params(size=256, style_layers=("pool5",))
-    (field, msg), = image_side_problems(p, (256, 256), [(60, 600)])
+    ((field, msg),) = image_side_problems(p, (256, 256), [(60, 600)])
     assert field == "style_scale" and "is 256x26" in msg and "'pool5'" in msg
     best = float(msg.rsplit(">= ", 1)[1])
     assert image_side_problems(p.replace(style_scale=best), (256, 256), [(60, 600)]) == []

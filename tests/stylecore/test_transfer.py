@@ -71,7 +71,9 @@ def _three_jobs(weights: str, optimizer: str = "adam") -> list[TransferJob]:
     torch.manual_seed(0)
     contents = [torch.rand(1, 3, 32, 40) for _ in range(3)]
     styles = [torch.rand(1, 3, 30, 30) for _ in range(3)]
-    base = Params(size=40, iterations=20, optimizer=optimizer, weights=weights, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_2",))
+    base = Params(
+        size=40, iterations=20, optimizer=optimizer, weights=weights, style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_2",)
+    )
     params = [base.replace(style_weight=w, content_weight=c, seed=s) for w, c, s in ((10, 1, 0), (100, 0.5, 1), (1, 2, 2))]
     params[2] = params[2].replace(init="noise")
     return [TransferJob(c, (s,), p) for c, s, p in zip(contents, styles, params)]
@@ -94,13 +96,21 @@ def batch_invariant_kernels():
 
 @pytest.mark.parametrize(
     "weights,optimizer,content_loss",
-    [("random", "lbfgs", "mse"), ("random", "adam", "mse"), ("vgg16-hed", "lbfgs", "mse"), ("vgg16-hed", "adam", "mse"),
-     pytest.param("vgg16-hed", "lbfgs", "lpips", marks=pytest.mark.slow)],
+    [
+        ("random", "lbfgs", "mse"),
+        ("random", "adam", "mse"),
+        ("vgg16-hed", "lbfgs", "mse"),
+        ("vgg16-hed", "adam", "mse"),
+        pytest.param("vgg16-hed", "lbfgs", "lpips", marks=pytest.mark.slow),
+    ],
 )
 def test_batched_rows_are_independent_problems(weights, optimizer, content_loss, hed):
     """With batch-invariant kernels a batched row is bitwise its lone run: per-row losses and
     per-row optimiser state (L-BFGS history, line search, step size), nothing shared."""
-    jobs = [TransferJob(j.content, j.styles, j.params.replace(content_loss=content_loss, lpips_weights=hed)) for j in _three_jobs(weights, optimizer)]
+    jobs = [
+        TransferJob(j.content, j.styles, j.params.replace(content_loss=content_loss, lpips_weights=hed))
+        for j in _three_jobs(weights, optimizer)
+    ]
     with batch_invariant_kernels():
         batched = StyleTransfer("cpu").run(jobs)
         for job, b in zip(jobs, batched):
@@ -202,8 +212,16 @@ def test_style_targets_computed_once_per_style(monkeypatch):
 
 def test_blend_multiscale_and_original_colors_run():
     c, s1, s2 = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 32), torch.rand(1, 3, 40, 40)
-    p = Params(size=48, iterations=3, scales=2, style_blend=(0.7, 0.3), original_colors=True, weights="random",
-               style_layers=("relu1_1",), content_layers=("relu1_2",))
+    p = Params(
+        size=48,
+        iterations=3,
+        scales=2,
+        style_blend=(0.7, 0.3),
+        original_colors=True,
+        weights="random",
+        style_layers=("relu1_1",),
+        content_layers=("relu1_2",),
+    )
     assert scale_sizes(p) == [24, 48]
     seen: list[Progress] = []
     r = stylize(c, (s1, s2), p, "cpu", seen.append)
@@ -222,12 +240,23 @@ def test_batch_key_groups_by_size_and_shared_fields():
 @pytest.mark.parametrize(
     "changes,field",
     [
-        ({"size": 4}, "size"), ({"iterations": -1}, "iterations"), ({"style_weight": -1}, "style_weight"),
-        ({"content_loss": "l1"}, "content_loss"), ({"init": "zeros"}, "init"), ({"optimizer": "sgd"}, "optimizer"),
-        ({"pooling": "min"}, "pooling"), ({"style_layers": ("relu9_9",)}, "style_layers"), ({"style_layers": ()}, "style_layers"),
-        ({"style_layer_weights": (1.0,)}, "style_layer_weights"), ({"lr": 0}, "lr"), ({"scales": 9}, "scales"),
-        ({"style_scale": 0}, "style_scale"), ({"style_blend": (-1.0, 1.0)}, "style_blend"), ({"tv_weight": float("nan")}, "tv_weight"),
-        ({"content_layers": ("conv3_4",), "weights": "vgg16-hed"}, "content_layers"), ({"original_colors": "maybe"}, "original_colors"),
+        ({"size": 4}, "size"),
+        ({"iterations": -1}, "iterations"),
+        ({"style_weight": -1}, "style_weight"),
+        ({"content_loss": "l1"}, "content_loss"),
+        ({"init": "zeros"}, "init"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"pooling": "min"}, "pooling"),
+        ({"style_layers": ("relu9_9",)}, "style_layers"),
+        ({"style_layers": ()}, "style_layers"),
+        ({"style_layer_weights": (1.0,)}, "style_layer_weights"),
+        ({"lr": 0}, "lr"),
+        ({"scales": 9}, "scales"),
+        ({"style_scale": 0}, "style_scale"),
+        ({"style_blend": (-1.0, 1.0)}, "style_blend"),
+        ({"tv_weight": float("nan")}, "tv_weight"),
+        ({"content_layers": ("conv3_4",), "weights": "vgg16-hed"}, "content_layers"),
+        ({"original_colors": "maybe"}, "original_colors"),
     ],
 )
 def test_every_invalid_param_names_its_field(changes, field):

@@ -113,8 +113,15 @@ def test_average_pooling_runs_and_differs_from_max(images, base):
 def test_three_scales_run_coarse_to_fine_and_give_the_output_size(samples, hed):
     content = load_tensor(samples / "content" / "tubingen.jpg")  # any size: the engine resizes
     # 64 px in 3 scales: 16, 32, 64 px long sides; layers shallow enough for a 12 px short side.
-    p = Params(size=64, scales=3, iterations=6, weights=hed, lpips_weights=hed,
-               style_layers=("conv1_1", "conv2_1", "conv3_1"), content_layers=("conv3_2",))
+    p = Params(
+        size=64,
+        scales=3,
+        iterations=6,
+        weights=hed,
+        lpips_weights=hed,
+        style_layers=("conv1_1", "conv2_1", "conv3_1"),
+        content_layers=("conv3_2",),
+    )
     seen: list[Progress] = []
     r = stylize(content, load_tensor(samples / "style" / "starry_night.jpg", 64), p, progress=seen.append)
     assert tuple(r.image.shape) == (3, *output_size(tuple(content.shape[-2:]), 64))

@@ -6,11 +6,11 @@ import hashlib
 import http.server
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import threading
-import shutil
 import time
 from pathlib import Path
 
