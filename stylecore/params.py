@@ -60,6 +60,15 @@ INITS = Registry(
     "init", {"content": "start from the content image", "noise": "start from white noise", "style": "start from the (resized) style image"}
 )
 OPTIMIZERS = Registry("optimizer", {"lbfgs": "L-BFGS (the paper's choice)", "adam": "Adam"})
+STYLE_LOSSES = Registry(
+    "style_loss",
+    {
+        "gram": "Gram matrices (Gatys)",
+        "mean_std": "channel means and standard deviations",
+        "w2": "Wasserstein-2 between Gaussian fits (means and covariances)",
+        "sliced_w": "sliced Wasserstein over random projections (Heitz et al. 2021)",
+    },
+)
 POOLINGS = Registry("pooling", {"max": "max pooling (torchvision)", "avg": "average pooling (Gatys' choice for synthesis)"})
 
 # Learning rate used when `lr` is left unset: L-BFGS takes whole quasi-Newton steps, Adam moves
@@ -112,6 +121,29 @@ class Params:
     weights: str = field(default="vgg19-imagenet", metadata={"help": "weight set of the style-transfer VGG (name or state_dict path)"})
     lpips_weights: str = field(default="vgg16-imagenet", metadata={"help": "weight set of the LPIPS VGG-16 backbone (name or path)"})
     style_blend: tuple[float, ...] | None = field(default=None, metadata={"help": "weights of several style images (default: equal)"})
+    style_loss: str = field(default="gram", metadata={"help": "style loss: " + STYLE_LOSSES.describe(), "choices": STYLE_LOSSES})
+    histogram_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of a histogram-matching term added to the style loss (Risser et al. 2017); 0 = off", "min": 0},
+    )
+    tol: float = field(
+        default=0.0,
+        metadata={
+            "help": "stop a row when its loss changes by less than this (relative) over a window of steps; 0 = run every iteration",
+            "min": 0,
+        },
+    )
+    ema: float = field(
+        default=0.0,
+        metadata={"help": "Adam: decay of an exponential moving average of the iterates (e.g. 0.9); 0 = off", "min": 0, "max": 0.9999},
+    )
+    tile_size: int | None = field(
+        default=None,
+        metadata={"help": "tile side in px at the final scale; 0 = never tile; unset = from the memory budget", "min": 0, "unit": "px"},
+    )
+    snapshot_every: int = field(
+        default=0, metadata={"help": "write an intermediate image every N steps next to the output; 0 = none", "min": 0}
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
