@@ -91,8 +91,8 @@ def load_image(
         data = bytes(source)
         if not data:
             raise ImageError(label, "the data is empty (0 bytes); re-export or re-download the image")
-        with io.BytesIO(data) as fp:
-            return _decode(fp, label, max_pixels)
+        with io.BytesIO(data) as buf:
+            return _decode(buf, label, max_pixels)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path, str or bytes, got {type(source).__name__}")
     label = name if name is not None else os.fspath(source)
@@ -135,7 +135,7 @@ class NotRegularFileError(OSError):
     """The opened path is a FIFO, device, socket or folder; the message says which."""
 
 
-def open_regular_file(path: str | os.PathLike) -> IO[bytes]:
+def open_regular_file(path: str | os.PathLike[str]) -> IO[bytes]:
     """Open a file for reading without ever blocking on a FIFO or device: open non-blocking,
     check the opened descriptor is a regular file (the path may have been swapped since any
     earlier stat), then make it blocking. Raises os.open's OSError or NotRegularFileError."""
@@ -173,7 +173,7 @@ def _open_regular(path: Path, label: str) -> IO[bytes]:
         raise ImageError(label, f"cannot open the file ({e.strerror or e}); check the path and the storage") from None
 
 
-def _local_path(source: str | os.PathLike, label: str) -> Path:
+def _local_path(source: str | os.PathLike[str] | os.PathLike[bytes], label: str) -> Path:
     """A filesystem path for `source`; `file://` URIs are accepted, other schemes refused."""
     text = os.fspath(source)
     if isinstance(text, bytes):

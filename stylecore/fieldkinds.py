@@ -27,7 +27,7 @@ class FieldKind:
     elem: type
     is_list: bool
     optional: bool
-    field: dataclasses.Field
+    field: dataclasses.Field[Any]
 
     @property
     def is_number(self) -> bool:

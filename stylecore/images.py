@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
+from PIL.PngImagePlugin import PngImageFile, PngInfo
 
 from stylecore.decode import (  # noqa: F401 - re-exported: decoding was written here first
     _16BIT_PREFIX,
@@ -222,7 +222,7 @@ def read_png_metadata(path: str | Path) -> dict[str, str]:
     fp = _open_regular(_local_path(path, label), label)
     with fp:
         im = _open_checked(fp, label, DEFAULT_MAX_PIXELS)
-        if im.format != "PNG":
+        if im.format != "PNG" or not isinstance(im, PngImageFile):  # the class check narrows the type for `.text`
             raise ImageError(label, f"is a {im.format} file, not a PNG; metadata is only read from PNGs")
         try:
             text = im.text  # reads chunks after the image data too (this decodes the pixels)
@@ -276,7 +276,7 @@ def preserve_colors(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor
         raise ValueError(f"content batch {content.shape[0]} must be 1 or match output batch {output.shape[0]}")
     content = content.to(device=output.device, dtype=output.dtype)
     if content.shape[-2:] != output.shape[-2:]:
-        content = resize_tensor(content, tuple(output.shape[-2:]))
+        content = resize_tensor(content, (output.shape[-2], output.shape[-1]))
     y = rgb_to_yiq(output)[:, :1]  # (B, 1, H, W)
     iq = rgb_to_yiq(content)[:, 1:].expand(output.shape[0], -1, -1, -1)  # (B, 2, H, W)
     return yiq_to_rgb(torch.cat([y, iq], dim=1)).clamp(0.0, 1.0)

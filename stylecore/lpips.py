@@ -41,7 +41,7 @@ def normalize_channels(feat: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
 
     `vector_norm` (not `sqrt(sum(x**2))`) so that an all-zero location gets a zero gradient
     instead of NaN (its backward masks norm == 0)."""
-    norm = torch.linalg.vector_norm(feat, dim=1, keepdim=True)  # (B, 1, H, W)
+    norm: torch.Tensor = torch.linalg.vector_norm(feat, dim=1, keepdim=True)  # (B, 1, H, W)
     return feat / (norm + eps)
 
 
@@ -107,7 +107,7 @@ class LPIPS(nn.Module):
 
     def linear(self, k: int) -> torch.Tensor:
         """Per-channel weights of layer k, (1, C_k, 1, 1)."""
-        return getattr(self, f"lin{k}")
+        return self.get_buffer(f"lin{k}")
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Channel-normalised features at the LPIPS taps, each (B, C_l, H_l, W_l).

@@ -62,6 +62,38 @@ from stylecore.fieldkinds import (
 )
 from stylecore.registry import Registry
 
+__all__ = [
+    "CONTENT_LOSSES",
+    "DEFAULT_LR",
+    "INITS",
+    "OPTIMIZERS",
+    "POOLINGS",
+    "STYLE_LOSSES",
+    "Params",
+    "field_kinds",
+    "param_field",
+    "param_names",
+    # re-exported from stylecore.bounds and stylecore.fieldkinds (they were written here first)
+    "MAX_ITERATIONS",
+    "MAX_LIST_ITEMS",
+    "MAX_PARAMS_CHARS",
+    "MAX_PARAMS_DEPTH",
+    "MAX_PARAMS_KEYS",
+    "MAX_SIZE",
+    "MAX_STYLES",
+    "MAX_STYLE_SIDE",
+    "METRIC_POOLS",
+    "MIN_SIZE",
+    "FieldKind",
+    "ParamError",
+    "check_job",
+    "coerce",
+    "image_side_problems",
+    "min_short_side",
+    "parse_params_json",
+    "pools_before",
+]
+
 CONTENT_LOSSES = Registry(
     "content_loss", {"mse": "L2 on VGG features (Gatys)", "lpips": "LPIPS(output, content), the founding paper's perceptual content loss"}
 )
@@ -244,7 +276,7 @@ def param_names(cls: type | None = None) -> list[str]:
     return [f.name for f in fields(Params if cls is None else cls)]
 
 
-def param_field(name: str, cls: type | None = None) -> dataclasses.Field:
+def param_field(name: str, cls: type | None = None) -> dataclasses.Field[Any]:
     for f in fields(Params if cls is None else cls):
         if f.name == name:
             return f

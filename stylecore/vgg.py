@@ -12,8 +12,24 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from stylecore.layers import ARCHITECTURES, check_layers, layer_names, layer_names_for  # noqa: F401 (re-exported)
+from stylecore.layers import ARCHITECTURES, check_layers, layer_names, layer_names_for
 from stylecore.registry import Registry
+
+__all__ = [
+    "ARCHITECTURES",  # the layer names are re-exported from stylecore.layers (torch-free)
+    "CAFFE_MEAN_BGR",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PREPROCESSINGS",
+    "Normalization",
+    "VGGFeatures",
+    "build_features",
+    "check_layers",
+    "features_state_dict",
+    "infer_arch",
+    "layer_names",
+    "layer_names_for",
+]
 
 _CHANNELS = (64, 128, 256, 512, 512)
 
@@ -32,6 +48,9 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 class Normalization(nn.Module):
     """Maps RGB images in [0, 1] to the input convention of a weight set; constants are buffers."""
+
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers, declared so they type as tensors, not modules
+    scale: torch.Tensor
 
     def __init__(self, preprocessing: str = "torchvision"):
         super().__init__()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from stylecore.catalog import (  # noqa: F401 (re-exported: the public weights API)
+from stylecore.catalog import (  # noqa: F401 (the private helpers are re-exported for tests)
     HED_H5_MEMBER,
     HED_H5_SHA256,
     HED_PTH_SHA256,
@@ -49,6 +49,39 @@ from stylecore.catalog import (  # noqa: F401 (re-exported: the public weights A
     verify,
 )
 from stylecore.vgg import ARCHITECTURES, PREPROCESSINGS, VGGFeatures, infer_arch, layer_names
+
+__all__ = [
+    # re-exported from stylecore.catalog: the public weights API
+    "HED_H5_MEMBER",
+    "HED_H5_SHA256",
+    "HED_PTH_SHA256",
+    "HED_TENSORS_SHA256",
+    "HED_WHEEL",
+    "HED_WHEEL_SHA256",
+    "WEIGHT_SETS",
+    "WeightSet",
+    "WeightsCorruptError",
+    "WeightsError",
+    "WeightsUnavailableError",
+    "arch_of",
+    "cache_dir",
+    "file_sha256",
+    "pull",
+    "pull_lock",
+    "spec_path",
+    "verify",
+    # defined here
+    "ResolvedWeights",
+    "clear_model_cache",
+    "convert_hed_wheel",
+    "file_tensors_sha256",
+    "hed_h5_to_state_dict",
+    "is_present",
+    "load_state_dict",
+    "load_vgg",
+    "resolve",
+    "tensors_sha256",
+]
 
 
 @dataclass(frozen=True)
@@ -218,7 +251,7 @@ def hed_h5_to_state_dict(h5_path: Path) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------- building models
 
-_model_cache: dict[tuple, VGGFeatures] = {}
+_model_cache: dict[tuple[str, str, str], VGGFeatures] = {}  # (spec, pooling, device) -> model
 _model_lock = threading.Lock()
 
 
