@@ -42,6 +42,7 @@ FLAGS = [
     "--enable-logging=stderr",
     "--v=0",
     "--virtual-time-budget=15000",
+    "--run-all-compositor-stages-before-draw",
 ]
 
 
