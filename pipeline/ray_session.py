@@ -26,9 +26,12 @@ import secrets
 import socket
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pipeline import storage
+
+if TYPE_CHECKING:
+    from ray._private.worker import RayContext
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def start_embedded(num_cpus: int, runtime_env: dict | None, log_to_driver: bool 
             num_cpus=num_cpus,
             runtime_env=runtime_env,
             log_to_driver=log_to_driver,
-            logging_level="error",
+            logging_level=logging.ERROR,
             configure_logging=True,
         )
     finally:
@@ -80,7 +83,8 @@ def start_embedded(num_cpus: int, runtime_env: dict | None, log_to_driver: bool 
             os.environ.pop(_CLUSTER_ENV, None)
         else:
             os.environ[_CLUSTER_ENV] = saved_env
-    node_ip = ctx.address_info.get("node_ip_address", "")
+    # address="local" never goes through the Ray Client: ray.init returned a RayContext
+    node_ip = cast("RayContext", ctx).address_info.get("node_ip_address") or ""
     if not _is_loopback(node_ip):
         ray.shutdown()
         raise RuntimeError(
@@ -99,7 +103,7 @@ def connect(address: str | None, num_cpus: int, runtime_env: dict | None) -> tup
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address in (None, "local"):
         return start_embedded(num_cpus, runtime_env), True
-    ctx = ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="error")
+    ctx = ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level=logging.ERROR)
     return ctx, False
 
 
@@ -120,7 +124,7 @@ def shutdown() -> None:
                 os.environ.pop("RAY_AUTH_MODE", None)
             else:
                 os.environ["RAY_AUTH_MODE"] = before
-            from ray._raylet import Config
+            from ray._raylet import Config  # type: ignore[attr-defined]  # ray's _raylet.pyi stub lists only a few names
 
             Config.initialize("")  # re-read the environment, as _sync_auth_mode does
 
@@ -130,7 +134,7 @@ def _sync_auth_mode() -> None:
     changed since (a test, a caller), the daemons spawned now would demand a token this driver
     never sends ("Authentication token is missing or incorrect"): re-read it, as Ray itself does
     when it turns token auth on (authentication_token_setup._enable_token_auth)."""
-    from ray._raylet import AuthenticationMode, Config, get_authentication_mode
+    from ray._raylet import AuthenticationMode, Config, get_authentication_mode  # type: ignore[attr-defined]  # ray's _raylet.pyi lists few names
 
     mode = os.environ.get("RAY_AUTH_MODE")
     if mode is not None and (mode.lower() == "token") != (get_authentication_mode() == AuthenticationMode.TOKEN):

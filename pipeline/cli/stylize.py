@@ -13,12 +13,15 @@ import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from pipeline.cli.common import friendly_errors
 from stylecore.params import FieldKind, Params, field_kinds
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 # Names of the command's own (non-Params) parameters; a Params field must not reuse them.
 _OWN = ("content", "styles", "output", "device")
@@ -54,7 +57,7 @@ def _param_option(kind: FieldKind) -> inspect.Parameter:
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[str])  # noqa: UP045 - Typer reads it at runtime
 
 
-def with_params_options(func: Callable[..., None] | None = None, *, params_cls: type | None = None) -> Any:
+def with_params_options(func: Callable[..., None] | None = None, *, params_cls: type[Params] | None = None) -> Any:
     """Append one option per field of `params_cls` (default `Params`) to `func`'s signature (for
     Typer); `func` is called with its own arguments plus `params=params_cls.from_dict(<the
     options>)`. A `ParamError` (a ValueError naming the field) becomes `error: ...` and exit 1.
@@ -86,7 +89,7 @@ class _ProgressBar:
     loading does not count against the step rate."""
 
     def __init__(self, show_tv: bool):
-        self.bar = None
+        self.bar: tqdm | None = None
         self.show_tv = show_tv
 
     def __call__(self, p: Any) -> None:  # p: stylecore.transfer.Progress

@@ -79,7 +79,7 @@ class BuildSummary:
         return out
 
 
-def parse_param(text: str, params_cls: type | None = None) -> tuple[str, Any]:
+def parse_param(text: str, params_cls: type[Params] | None = None) -> tuple[str, Any]:
     """`key=value` -> (key, value coerced to the field's type in `params_cls`, default `Params`).
     Raises ParamError for unknown names or bad values."""
     key, sep, value = text.partition("=")
@@ -89,7 +89,7 @@ def parse_param(text: str, params_cls: type | None = None) -> tuple[str, Any]:
     return key, _coerce_one(key, value.strip(), params_cls)
 
 
-def parse_sweep(text: str, params_cls: type | None = None) -> tuple[str, tuple]:
+def parse_sweep(text: str, params_cls: type[Params] | None = None) -> tuple[str, tuple]:
     """`key=v1,v2,...` -> (key, coerced values). List-valued params separate values with `;`
     (their items with `,`): `style_layers=pool1;pool2`. Scalars accept `,` or `;`."""
     key, sep, value = text.partition("=")
@@ -106,7 +106,7 @@ def parse_sweep(text: str, params_cls: type | None = None) -> tuple[str, tuple]:
     return key, values
 
 
-def _coerce_one(key: str, value: str, params_cls: type | None = None) -> Any:
+def _coerce_one(key: str, value: str, params_cls: type[Params] | None = None) -> Any:
     # Params does the coercion (one place for types); a value valid on its own may still clash
     # with another param, which the per-combination check in plan_manifest reports.
     v = getattr((params_cls or Params).from_dict({key: value}), key)
@@ -182,7 +182,9 @@ def _read_csv(path: str) -> list[tuple[str, tuple[str, ...], dict[str, str]]]:
     return out
 
 
-def plan_manifest(config: BuildConfig, output: str | os.PathLike, params_cls: type | None = None) -> tuple[list[RowSpec], BuildSummary]:
+def plan_manifest(
+    config: BuildConfig, output: str | os.PathLike, params_cls: type[Params] | None = None
+) -> tuple[list[RowSpec], BuildSummary]:
     """The rows `config` describes (paths as they will be written to `output`) and a summary.
     `params_cls` (default `Params`) reads and checks the --param/--sweep values."""
     out = os.fspath(output)
@@ -221,7 +223,7 @@ def plan_manifest(config: BuildConfig, output: str | os.PathLike, params_cls: ty
     return rows, summary
 
 
-def _grid(config: BuildConfig, params_cls: type) -> tuple[dict[str, Any], list[tuple[str, tuple]]]:
+def _grid(config: BuildConfig, params_cls: type[Params]) -> tuple[dict[str, Any], list[tuple[str, tuple]]]:
     """(the --param values, the --sweeps), each key given once."""
     fixed = dict(parse_param(p, params_cls) for p in config.params)
     if len(fixed) != len(config.params):

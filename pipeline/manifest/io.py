@@ -104,8 +104,8 @@ def _check_specs(specs: list[RowSpec]) -> tuple[list[Problem], list[dict[str, An
         if params is not None and key not in explicit_cache:
             explicit_cache[key] = _explicit_params(raw)
         rid = s.row_id
-        if rid is not None and row_id_problem(rid):
-            problems.append(Problem(i, "row_id", row_id_problem(rid)))
+        if rid is not None and (why := row_id_problem(rid)):
+            problems.append(Problem(i, "row_id", why))
         if rid is None and params is not None and s.content and s.styles:
             rid = row_id_for(s.content, s.styles, params)
         if rid is not None:

@@ -190,7 +190,7 @@ def _params_json(params: Params) -> str:
 # Params: types and resolution
 
 
-def is_list_param(name: str, params_cls: type | None = None) -> bool:
+def is_list_param(name: str, params_cls: type[Params] | None = None) -> bool:
     """True for list-valued params (`style_layers`, `style_blend`, ...), from the annotation of
     `params_cls` (default `Params`)."""
     param_field(name, params_cls)  # raises ParamError with the closest valid name
@@ -201,7 +201,7 @@ _ARROW = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string
 
 
 @functools.cache
-def params_struct_type(params_cls: type | None = None) -> pa.StructType:
+def params_struct_type(params_cls: type[Params] | None = None) -> pa.StructType:
     """Arrow struct with one typed, nullable field per field of `params_cls` (default
     `Params`), typed from its annotation: the manifest's `params` column and the results'."""
     out = []
@@ -268,9 +268,16 @@ def non_default_params(params: Params) -> dict[str, Any]:
     return {k: v for k, v in params.to_dict().items() if v != default[k]}
 
 
-@functools.cache
-def _default_params(params_cls: type = Params) -> dict[str, Any]:
-    return params_cls().to_dict()
+# Per class, not functools.cache: mypy cannot see that a class object is hashable when its
+# instances define __hash__ (a frozen dataclass), and rejects it as an lru_cache argument.
+_DEFAULTS: dict[type[Params], dict[str, Any]] = {}
+
+
+def _default_params(params_cls: type[Params] = Params) -> dict[str, Any]:
+    """The defaults of `params_cls` as a dict, computed once per class."""
+    if params_cls not in _DEFAULTS:
+        _DEFAULTS[params_cls] = params_cls().to_dict()
+    return _DEFAULTS[params_cls]
 
 
 def _blend_problems(params: Params, n_styles: int) -> list[tuple[str, str]]:

@@ -134,10 +134,11 @@ class _Row:
     res_content: str = ""
     res_styles: tuple[str, ...] = ()
 
-    @property
-    def resolved(self) -> bool:
-        """Usable: params resolved, paths resolved, an id."""
-        return self.params is not None and self.usable and bool(self.row_id)
+    def manifest_row(self, extra: dict[str, Any]) -> ManifestRow | None:
+        """The validated job, or None unless usable: params resolved, paths resolved, an id."""
+        if self.params is None or not self.usable or not self.row_id:
+            return None
+        return ManifestRow(self.index, self.row_id, self.res_content, self.res_styles, self.params, extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,10 +189,10 @@ def _check_row_id(row: _Row, ctx: _Context) -> list[Problem]:
     if rid is not None and not rid.strip():
         problems.append(Problem(row.index, "row_id", "empty string; leave it null for the default id or give a unique id"))
         rid = None
-    elif rid is not None and row_id_problem(rid):
-        problems.append(Problem(row.index, "row_id", row_id_problem(rid)))
+    elif rid is not None and (why := row_id_problem(rid)):
+        problems.append(Problem(row.index, "row_id", why))
         rid = ""  # no default id in its place (it would only add duplicates); the row is dropped
-    if rid is None and row.params is not None and row.usable:
+    if rid is None and row.params is not None and row.usable and row.content is not None:  # usable: content is set
         rid = row_id_for(row.content, row.styles, row.params)
     row.row_id = rid
     return problems
@@ -257,9 +258,10 @@ def _check_files(rows: Sequence[_Row], ctx: _Context) -> list[Problem]:
     problems: list[Problem] = []
     sizes: dict = {}
     for r in rows:
-        if r.res_content and isinstance(status[r.res_content], str):
-            problems.append(Problem(r.index, "content", status[r.res_content]))
-        problems += [Problem(r.index, "style", status[s]) for s in r.res_styles if isinstance(status[s], str)]
+        content = status[r.res_content] if r.res_content else None
+        if isinstance(content, str):
+            problems.append(Problem(r.index, "content", content))
+        problems += [Problem(r.index, "style", why) for why in (status[s] for s in r.res_styles) if isinstance(why, str)]
         if r.params is not None and r.usable and r.res_content:
             problems += _size_problems(r.index, r.params, status[r.res_content], [status[s] for s in r.res_styles], sizes)
     return problems
@@ -358,11 +360,7 @@ def validate_manifest(
             problems += check(row, ctx)
     for table_check in TABLE_CHECKS:
         problems += table_check(rows, ctx)
-    resolved = tuple(
-        ManifestRow(r.index, r.row_id, r.res_content, r.res_styles, r.params, {c: v[r.index] for c, v in ctx.extra.items()})
-        for r in rows
-        if r.resolved
-    )
+    resolved = tuple(m for r in rows if (m := r.manifest_row({c: v[r.index] for c, v in ctx.extra.items()})) is not None)
     problems.sort(key=lambda p: -1 if p.row is None else p.row)  # stable: a row's problems keep their order
     return ValidationReport(path, ctx.n, resolved, tuple(problems), ctx.files_checked)
 
