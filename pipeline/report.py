@@ -1,6 +1,12 @@
 """One self-contained HTML report of a run's results: contact sheet, errors, grid, scatter plot.
 
-Everything is inside the file: thumbnails (<= 160 px) as base64 data URIs, the data as JSON,
+The scatter plots any two metrics (default: the LPIPS Distance pair) with the Pareto frontier and
+its knee marked (the rule of `stxpipe results pareto`, `pipeline.runstats`); the tables give each
+metric's group means with 95% bootstrap intervals; each card shows the row's loss curves, its
+snapshot strip and, for outputs over 1024 px, a 100% crop (`pipeline.report_media`). Results
+without those columns (older runs) render without them.
+
+Everything is inside the file: thumbnails (<= 160 px) and crops as base64 data URIs, the data as JSON,
 plain JavaScript and SVG written here (no CDN, no fonts, no server). A Content-Security-Policy
 meta tag forbids any network fetch, so the report opens the same from disk, from an e-mail or
 on an air-gapped machine. The page checks itself on load and writes what it found into
@@ -21,7 +27,6 @@ import datetime as dt
 import functools
 import hashlib
 import html
-import io
 import json
 import math
 import os
@@ -34,11 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import query as Q
+from pipeline import report_media as M
 from pipeline import results as R
-from pipeline import storage
+from pipeline import runstats as S
+from pipeline.format import _f
 
 THUMB_PX = 160
-_SORTABLE = Q.METRICS
+_SORTABLE = tuple(dict.fromkeys(Q.METRICS + S.METRICS))
+# Result columns of issue 18 (pipeline/results.py); never shown as carried manifest columns, even
+# where an older results module does not list them.
+_EVAL_COLUMNS = frozenset(S.METRICS) | {"stopped", "style_layers_metrics", "loss_curve", "snapshots", "peak_bytes_predicted"}
 _P = "__stx_p_"  # prefix of the param-text columns the report selects (never a carried name)
 
 
@@ -56,71 +66,7 @@ class ReportInfo:
 
 
 # --------------------------------------------------------------------------------------------
-# Images
-
-
-class _Thumbs:
-    """Thumbnails as data URIs, each distinct source read once; failures remembered with why."""
-
-    def __init__(self, out: str, size: int):
-        self.out = out
-        self.size = size
-        self.images: dict[str, str] = {}  # key -> data URI
-        self._keys: dict[str, str | None] = {}  # source -> key (None: failed)
-        self.missing: dict[str, str] = {}  # source -> reason
-
-    def _locate(self, src: str) -> str:
-        if storage.is_uri(src) or os.path.isabs(src) or os.path.exists(src):
-            return src
-        alt = storage.join(self.out, src)  # a path stored relative to the output folder
-        return alt if storage.is_uri(alt) or os.path.exists(alt) else src
-
-    def key(self, src: str | None) -> str | None:
-        """The key of `src`'s thumbnail in `images`, or None when it cannot be read."""
-        if not src:
-            return None
-        if src in self._keys:
-            return self._keys[src]
-        from PIL import Image  # local: Pillow is only needed when writing a report
-
-        from stylecore.images import ImageError, load_image
-
-        try:
-            img = load_image(storage.read_bytes(self._locate(src)), name=src)
-            img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
-            buf = io.BytesIO()
-            img.convert("RGB").save(buf, format="JPEG", quality=85, optimize=True)
-            k = f"i{len(self.images)}"
-            self.images[k] = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-        except (OSError, ImageError, ValueError) as e:
-            self.missing[src] = str(e).splitlines()[0][:300]
-            k = None
-        self._keys[src] = k
-        return k
-
-
-# --------------------------------------------------------------------------------------------
 # Data
-
-
-def _basename(p: str | None) -> str:
-    if not p:
-        return ""
-    return p.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
-
-
-def _style_name(style: str | None) -> str:
-    return " + ".join(_basename(s) for s in (style or "").split(";") if s)
-
-
-def _finite(x: Any) -> float | None:
-    if x is None:
-        return None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def collect(out: str, thumb: int = THUMB_PX) -> dict[str, Any]:
@@ -135,33 +81,42 @@ def collect(out: str, thumb: int = THUMB_PX) -> dict[str, Any]:
             con,
             f"SELECT *{ptext} FROM results ORDER BY content, style, " + "".join(f"{Q._sql_ident(_P + n)}, " for n in varying) + "row_id",
         )
+        # Group means with 95% bootstrap intervals, by style and by every varying param.
+        ci = [S._summary_by(con, out, key) for key in ("style", *varying)]
     finally:
         con.close()
-    own = set(R.RESULT_COLUMNS) | {_P + n for n in exprs}
+    own = set(R.RESULT_COLUMNS) | _EVAL_COLUMNS | {_P + n for n in exprs}
     carried = [c for c in table.column_names if c not in own]  # the manifest's extra columns
-    thumbs = _Thumbs(out, thumb)
+    thumbs = M.Thumbs(out, thumb)
     ok_sources: set[str] = set()  # a missing input of an error row is what its error says: no warning
     rows = []
     for i, r in enumerate(table.to_pylist()):
         styles = [s for s in (r.get("style") or "").split(";") if s]
         if r["status"] == R.STATUS_OK:
-            ok_sources.update(x for x in [r.get("content"), *styles, r.get("output")] if x)
+            ok_sources.update(x for x in [r.get("content"), *styles, r.get("output"), *(r.get("snapshots") or [])] if x)
         ptexts = {n: r[_P + n] for n in exprs}
+        ok = r["status"] == R.STATUS_OK
+        out_key = thumbs.key(r.get("output"), crop=True) if ok else None
+        crop = thumbs.crops.get(r.get("output") or "") if ok else None
         rows.append(
             {
                 "i": i,
                 "row_id": r["row_id"],
                 "status": r["status"],
                 "error": r.get("error"),
-                "content": _basename(r.get("content")),
+                "content": M.basename(r.get("content")),
                 "content_path": r.get("content"),
-                "style": _style_name(r.get("style")),
+                "style": M.style_name(r.get("style")),
                 "style_path": r.get("style"),
                 "c": thumbs.key(r.get("content")),
                 "s": [thumbs.key(s) for s in styles],
-                "o": thumbs.key(r.get("output")) if r["status"] == R.STATUS_OK else None,
+                "o": out_key,
+                "crop": None if crop is None else {"k": crop[0], "w": crop[1], "h": crop[2], "px": M.CROP_PX},
                 "output": r.get("output"),
-                "m": {k: _finite(r.get(k)) for k in _SORTABLE},
+                "curve": M.curve(r.get("loss_curve")),
+                "snaps": M.snaps(thumbs, r.get("snapshots")),
+                "stopped": r.get("stopped"),
+                "m": {k: M.finite(r.get(k)) for k in _SORTABLE},
                 "p": {n: ptexts[n] for n in varying},
                 "attempt": r.get("attempt"),
                 "worker": r.get("worker"),
@@ -194,6 +149,7 @@ def collect(out: str, thumb: int = THUMB_PX) -> dict[str, Any]:
         "carried": carried,
         "fixed": fixed,
         "metrics": list(_SORTABLE),
+        "ci": ci,
         "images": thumbs.images,
         "missing": {k: v for k, v in thumbs.missing.items() if k in ok_sources},
     }
@@ -294,20 +250,42 @@ def _summary_tables(summ: Q.Summary) -> str:
         body = "".join(
             "<tr>"
             + f"<td>{_e(g.value)}</td><td>{g.rows}</td><td>{g.ok}</td>"
-            + "".join(
-                f"<td>{Q._f(x)}</td>" for x in (g.lpips_style_mean, g.lpips_style_median, g.lpips_content_mean, g.lpips_content_median)
-            )
-            + f"<td>{Q._f(g.seconds_mean, 2)}</td></tr>"
+            + "".join(f"<td>{_f(x)}</td>" for x in (g.lpips_style_mean, g.lpips_style_median, g.lpips_content_mean, g.lpips_content_median))
+            + f"<td>{_f(g.seconds_mean, 2)}</td></tr>"
             for g in stats
         )
         out.append(f'<table class="stats"><caption>by {_e(key)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     return "\n".join(out)
 
 
+def _ci(m: S.MetricCI | None) -> str:
+    if m is None:
+        return "<td>-</td>"
+    return f'<td title="n = {m.n}">{S._num(m.mean)} <span class="ci">[{S._num(m.lo)}, {S._num(m.hi)}]</span></td>'
+
+
+def _ci_tables(groups: list[S.GroupSummary]) -> str:
+    """One table per grouping: each metric's mean over the group's ok rows and its 95% bootstrap interval."""
+    out = []
+    for g in groups:
+        if not g.metrics:
+            continue
+        head = "".join(f"<th>{_e(h)}</th>" for h in (g.by, "rows", "ok", *g.metrics))
+        body = "".join(
+            f"<tr><td>{_e(x.value)}</td><td>{x.rows}</td><td>{x.ok}</td>" + "".join(_ci(x.metrics.get(m)) for m in g.metrics) + "</tr>"
+            for x in g.groups
+        )
+        out.append(
+            f'<table class="stats ci-table"><caption>by {_e(g.by)}: mean [{g.level * 100:g}% bootstrap CI] over ok rows</caption>'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )
+    return "\n".join(out)
+
+
 def render(data: dict[str, Any], title: str | None = None) -> str:
     """The report page for `collect()`'s data."""
     summ: Q.Summary = data["summary"]
-    title = title or f"stxpipe results: {_basename(data['out']) or data['out']}"
+    title = title or f"stxpipe results: {M.basename(data['out']) or data['out']}"
     status = ", ".join(f"{v} {k}" for k, v in sorted(summ.status.items()))
     weights = ", ".join(summ.weights) or "-"
     lpw = ", ".join(summ.lpips_weights) or "-"
@@ -318,7 +296,7 @@ def render(data: dict[str, Any], title: str | None = None) -> str:
         timing += f", {summ.seconds_per_row_mean:.2f} s per row (mean)"
     if summ.wall_seconds is not None:
         timing += f", {summ.wall_seconds:.1f} s wall"
-    payload = {k: v for k, v in data.items() if k not in ("summary",)}
+    payload = {k: v for k, v in data.items() if k not in ("summary", "ci")}
     page, css, js = _assets()
     missing = ""
     if data["missing"]:
@@ -337,19 +315,19 @@ def render(data: dict[str, Any], title: str | None = None) -> str:
         lpips_weights=_e(lpw),
         banner=_weights_banner(summ),
         pair=_e(
-            f"style {Q._f(summ.lpips_style_mean)} / {Q._f(summ.lpips_style_median)}, content {Q._f(summ.lpips_content_mean)} / {Q._f(summ.lpips_content_median)}"
+            f"style {_f(summ.lpips_style_mean)} / {_f(summ.lpips_style_median)}, content {_f(summ.lpips_content_mean)} / {_f(summ.lpips_content_median)}"
         ),
         varying=_e(varying),
         fixed=_e(fixed or "-"),
         missing=missing,
-        tables=_summary_tables(summ),
+        tables=_summary_tables(summ) + "\n" + _ci_tables(data["ci"]),
         css=css,
         js=js,
         data=script_json(payload),
     )
 
 
-def write_report(out: str, path: str | os.PathLike, *, title: str | None = None, thumb: int = THUMB_PX) -> ReportInfo:
+def write_report(out: str, path: str | os.PathLike[str], *, title: str | None = None, thumb: int = THUMB_PX) -> ReportInfo:
     """Write the HTML report of `out`'s results to `path` (atomically). `thumb`: the long side
     of the thumbnails in px (at most 160). Raises NoResultsError when there are no results."""
     if not 16 <= thumb <= THUMB_PX:

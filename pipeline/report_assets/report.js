@@ -68,6 +68,56 @@ function tooltip(r) {
     (r.error ? "\n" + r.error : "");
 }
 
+var EXTRA = ["gram_style", "lpips_content_gray", "w2_style", "hist_style", "cfsd"];
+function extraMetrics(r) {
+  var parts = EXTRA.filter(function (k) { return r.m[k] !== null && r.m[k] !== undefined; }).map(function (k) { return k + " " + fmt(r.m[k]); });
+  return parts.length ? el("div", { cls: "metrics", text: parts.join(" \u00b7 ") }) : null;
+}
+
+// ---------------------------------------------------------------- loss curves and snapshots
+var TERMS = { total: "#222", content: "#4e79a7", style: "#e15759", tv: "#59a14f", hist: "#b07aa1" };
+function lossCurve(r) {
+  var c = r.curve;
+  if (!c) return null;
+  var terms = Object.keys(TERMS).filter(function (t) { return c[t] && c[t].some(function (v) { return v !== null && v > 0; }); });
+  if (!terms.length) return null;
+  // Log scale: the terms differ by orders of magnitude (unweighted terms, weighted total).
+  var logs = [];
+  terms.forEach(function (t) { c[t].forEach(function (v) { if (v !== null && v > 0) logs.push(Math.log10(v)); }); });
+  var lo = Math.min.apply(null, logs), hi = Math.max.apply(null, logs);
+  if (!(hi > lo)) { lo -= 0.5; hi += 0.5; }
+  var s0 = c.step[0], s1 = c.step[c.step.length - 1] > s0 ? c.step[c.step.length - 1] : s0 + 1;
+  var W = 380, H = 120, L = 40, R = 70, T = 8, B = 20, pw = W - L - R, ph = H - T - B;
+  function X(s) { return L + (s - s0) / (s1 - s0) * pw; }
+  function Y(v) { return T + ph - (Math.log10(v) - lo) / (hi - lo) * ph; }
+  var svg = sv("svg", { "class": "curve", width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "loss by step, " + r.row_id });
+  svg.appendChild(sv("rect", { x: L, y: T, width: pw, height: ph, fill: "#fff", stroke: "#bbb" }));
+  (c.scale_start || []).forEach(function (s) {
+    if (s <= s0 || s > s1) return;  // the first scale starts at the axis
+    svg.appendChild(sv("line", { "class": "scale-start", x1: X(s), x2: X(s), y1: T, y2: T + ph, stroke: "#999", "stroke-dasharray": "3 3" }));
+  });
+  [Math.ceil(lo), Math.floor(hi)].filter(function (e, i, a) { return a.indexOf(e) === i && e >= lo && e <= hi; }).forEach(function (e) {
+    svg.appendChild(sv("text", { x: L - 4, y: Y(Math.pow(10, e)) + 4, "text-anchor": "end", "font-size": 10, fill: "#555" }, "1e" + e));
+  });
+  svg.appendChild(sv("text", { x: L, y: H - 6, "font-size": 10, fill: "#555" }, "step " + s0));
+  svg.appendChild(sv("text", { x: L + pw, y: H - 6, "text-anchor": "end", "font-size": 10, fill: "#555" }, String(c.step[c.step.length - 1])));
+  terms.forEach(function (t, j) {
+    var pts = [];
+    c[t].forEach(function (v, i) { if (v !== null && v > 0) pts.push(X(c.step[i]).toFixed(1) + "," + Y(v).toFixed(1)); });
+    var line = sv("polyline", { "class": "term", points: pts.join(" "), fill: "none", stroke: TERMS[t], "stroke-width": t === "total" ? 1.8 : 1.2 });
+    line.appendChild(sv("title", {}, t));
+    svg.appendChild(line);
+    svg.appendChild(sv("text", { x: L + pw + 6, y: T + 10 + j * 13, "font-size": 10, fill: TERMS[t] }, t));
+  });
+  return svg;
+}
+function snapStrip(r) {
+  if (!r.snaps || !r.snaps.length) return null;
+  return el("div", { cls: "snaps" }, [el("span", { cls: "hint", text: "snapshots" })].concat(r.snaps.map(function (x) {
+    return thumb(x.k, x.label, "snapshot " + x.name, "snapshot missing");
+  })));
+}
+
 // ---------------------------------------------------------------- contact sheet
 var CARDS = [];
 function buildCards() {
@@ -80,17 +130,26 @@ function buildCards() {
     var out = r.status === "ok"
       ? thumb(r.o, "output", "output " + r.row_id, "output image missing")
       : thumb(null, "output", "error " + r.row_id, "error: no output", "out");
-    var thumbs = el("div", { cls: "thumbs" }, [thumb(r.c, "content: " + r.content, "content " + r.content, "content image missing")].concat(styleFigs).concat([out]));
+    var figs = [thumb(r.c, "content: " + r.content, "content " + r.content, "content image missing")].concat(styleFigs).concat([out]);
+    if (r.crop) {
+      var cf = thumb(r.crop.k, "100% crop, centre of " + r.crop.w + "\u00d7" + r.crop.h, "100% crop " + r.row_id, "crop missing");
+      cf.className = "crop";
+      figs.push(cf);
+    }
+    var thumbs = el("div", { cls: "thumbs" }, figs);
     var meta = el("div", { cls: "meta" }, [
       el("div", {}, [el("code", { text: r.row_id }), " ", el("span", { cls: "status-" + r.status, text: r.status }),
         r.attempt && r.attempt > 1 ? " (attempt " + r.attempt + ")" : ""]),
       el("div", { cls: "pair" }, ["LPIPS to style ", el("b", { text: fmt(r.m.lpips_style) }), " \u00b7 to content ", el("b", { text: fmt(r.m.lpips_content) }),
-        r.m.seconds !== null ? " \u00b7 " + r.m.seconds.toFixed(2) + " s" : ""]),
+        r.m.seconds !== null ? " \u00b7 " + r.m.seconds.toFixed(2) + " s" : "",
+        r.m.iterations_run !== null && r.m.iterations_run !== undefined ? " \u00b7 " + r.m.iterations_run + " steps" : "",
+        r.stopped ? " (" + r.stopped + ")" : ""]),
+      extraMetrics(r),
       D.varying.length ? el("div", { cls: "params", text: paramText(r) }) : null,
       D.carried.length ? el("div", { cls: "carried", text: carriedText(r) }) : null,
       r.error ? el("pre", { cls: "err-msg", text: r.error }) : null
     ]);
-    var card = el("div", { cls: "card " + r.status, id: "row-" + r.row_id, title: tooltip(r) }, [thumbs, meta]);
+    var card = el("div", { cls: "card " + r.status, id: "row-" + r.row_id, title: tooltip(r) }, [thumbs, meta, lossCurve(r), snapStrip(r)]);
     card.dataset.i = r.i;
     CARDS[r.i] = card;
     box.appendChild(card);
@@ -225,20 +284,61 @@ function colours(values) {
   });
   return map;
 }
+// The Pareto frontier of the plotted points (both axes minimised) and its knee: the same rule as
+// `stxpipe results pareto` (pipeline/runstats.py): sort by x then y, keep a point when its y is
+// below every earlier one's (equal points all kept); the knee is the frontier point farthest
+// from the line joining the frontier's end points after scaling x and y to [0, 1].
+function frontier(pts, xk, yk) {
+  var order = pts.map(function (r, i) { return i; }).sort(function (a, b) {
+    return (pts[a].m[xk] - pts[b].m[xk]) || (pts[a].m[yk] - pts[b].m[yk]) || a - b;
+  });
+  var keep = [], best = Infinity;
+  order.forEach(function (i) {
+    var p = pts[i], last = keep.length ? keep[keep.length - 1] : null;
+    if (p.m[yk] < best) { keep.push(p); best = p.m[yk]; }
+    else if (last && p.m[xk] === last.m[xk] && p.m[yk] === last.m[yk]) keep.push(p);
+  });
+  return keep;
+}
+function knee(front, xk, yk) {
+  var xs = front.map(function (r) { return r.m[xk]; }), ys = front.map(function (r) { return r.m[yk]; });
+  var distinct = {};
+  front.forEach(function (r) { distinct[r.m[xk] + "," + r.m[yk]] = 1; });
+  if (Object.keys(distinct).length < 3) return null;
+  var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs), y0 = Math.min.apply(null, ys), y1 = Math.max.apply(null, ys);
+  var nx = xs.map(function (x) { return x1 > x0 ? (x - x0) / (x1 - x0) : 0; }), ny = ys.map(function (y) { return y1 > y0 ? (y - y0) / (y1 - y0) : 0; });
+  var ax = nx[0], ay = ny[0], bx = nx[nx.length - 1], by = ny[ny.length - 1], len = Math.hypot(bx - ax, by - ay);
+  if (len === 0) return null;
+  var bestI = -1, bestD = 0;
+  nx.forEach(function (px, i) {
+    var d = Math.abs((bx - ax) * (ay - ny[i]) - (ax - px) * (by - ay)) / len;
+    if (d > bestD) { bestD = d; bestI = i; }
+  });
+  return bestI < 0 ? null : front[bestI];
+}
+var PLOT = { front: [], knee: null };
+function plotMetrics() {
+  return D.metrics.filter(function (m) { return D.rows.some(function (r) { return r.status === "ok" && r.m[m] !== null && r.m[m] !== undefined; }); });
+}
 function buildScatter() {
   var key = document.getElementById("colour-by").value;
+  var xk = document.getElementById("plot-x").value, yk = document.getElementById("plot-y").value;
   var box = document.getElementById("scatter");
   box.textContent = "";
-  var pts = D.rows.filter(function (r) { return r.status === "ok" && r.m.lpips_style !== null && r.m.lpips_content !== null; });
+  var all = D.rows.filter(function (r) { return r.status === "ok"; });
+  var pts = all.filter(function (r) { return r.m[xk] !== null && r.m[xk] !== undefined && r.m[yk] !== null && r.m[yk] !== undefined; });
+  var left = all.length - pts.length;
+  document.getElementById("plot-note").textContent = left ? left + " ok row(s) not plotted: " + xk + " or " + yk + " is missing" : "";
   var W = 820, H = 460, L = 70, R = 220, T = 20, B = 56;
-  var svg = sv("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "lpips_content against lpips_style" });
+  var svg = sv("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": xk + " against " + yk });
+  PLOT = { front: [], knee: null };
   if (!pts.length) {
-    svg.appendChild(sv("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#666" }, "no ok rows with LPIPS values to plot"));
+    svg.appendChild(sv("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#666" }, "no ok rows with " + xk + " and " + yk + " to plot"));
     box.appendChild(svg);
     return;
   }
-  var xe = extent(pts.map(function (r) { return r.m.lpips_content; }));
-  var ye = extent(pts.map(function (r) { return r.m.lpips_style; }));
+  var xe = extent(pts.map(function (r) { return r.m[xk]; }));
+  var ye = extent(pts.map(function (r) { return r.m[yk]; }));
   var pw = W - L - R, ph = H - T - B;
   function X(v) { return L + (v - xe[0]) / (xe[1] - xe[0]) * pw; }
   function Y(v) { return T + ph - (v - ye[0]) / (ye[1] - ye[0]) * ph; }
@@ -252,13 +352,27 @@ function buildScatter() {
     svg.appendChild(sv("line", { x1: L, x2: L + pw, y1: Y(t), y2: Y(t), stroke: "#eee" }));
     svg.appendChild(sv("text", { x: L - 6, y: Y(t) + 4, "text-anchor": "end", "font-size": 11, fill: "#444" }, yf(t)));
   });
-  svg.appendChild(sv("text", { x: L + pw / 2, y: H - 14, "text-anchor": "middle", "font-size": 13, "class": "axis-label" }, "lpips_content: LPIPS Distance to the content image"));
-  svg.appendChild(sv("text", { x: 16, y: T + ph / 2, "text-anchor": "middle", "font-size": 13, "class": "axis-label", transform: "rotate(-90 16 " + (T + ph / 2) + ")" }, "lpips_style: LPIPS Distance to the style image"));
+  svg.appendChild(sv("text", { x: L + pw / 2, y: H - 14, "text-anchor": "middle", "font-size": 13, "class": "axis-label" }, xk + (LABELS[xk] ? ": " + LABELS[xk] : "")));
+  svg.appendChild(sv("text", { x: 16, y: T + ph / 2, "text-anchor": "middle", "font-size": 13, "class": "axis-label", transform: "rotate(-90 16 " + (T + ph / 2) + ")" }, yk + (LABELS[yk] ? ": " + LABELS[yk] : "")));
+  // Frontier under the points: a line through it, a ring on each of its points, the knee marked.
+  var front = frontier(pts, xk, yk), kn = knee(front, xk, yk);
+  PLOT = { front: front, knee: kn };
+  var fg = sv("g", { "class": "frontier" });
+  fg.appendChild(sv("polyline", { points: front.map(function (r) { return X(r.m[xk]).toFixed(1) + "," + Y(r.m[yk]).toFixed(1); }).join(" "), fill: "none", stroke: "#d62728", "stroke-width": 2, "stroke-dasharray": "6 3" }));
+  front.forEach(function (r) {
+    fg.appendChild(sv("circle", { "class": "front-ring", cx: X(r.m[xk]).toFixed(1), cy: Y(r.m[yk]).toFixed(1), r: 10, fill: "none", stroke: "#d62728", "stroke-width": 2 }));
+  });
+  if (kn) {
+    var kx = X(kn.m[xk]), ky = Y(kn.m[yk]);
+    fg.appendChild(sv("rect", { "class": "knee", x: (kx - 14).toFixed(1), y: (ky - 14).toFixed(1), width: 28, height: 28, fill: "none", stroke: "#000", "stroke-width": 2, transform: "rotate(45 " + kx.toFixed(1) + " " + ky.toFixed(1) + ")" }));
+    fg.appendChild(sv("text", { "class": "knee-label", x: (kx + 18).toFixed(1), y: (ky - 12).toFixed(1), "font-size": 12, "font-weight": 600 }, "knee: " + kn.row_id));
+  }
+  svg.appendChild(fg);
   var values = key ? D.axes[key] : ["all rows"];
   var cmap = colours(values);
   pts.forEach(function (r) {
-    var c = sv("circle", { cx: X(r.m.lpips_content).toFixed(1), cy: Y(r.m.lpips_style).toFixed(1), r: 6, fill: cmap[key ? r.p[key] : "all rows"] || "#888" });
-    c.appendChild(sv("title", {}, tooltip(r)));
+    var c = sv("circle", { cx: X(r.m[xk]).toFixed(1), cy: Y(r.m[yk]).toFixed(1), r: 6, fill: cmap[key ? r.p[key] : "all rows"] || "#888" });
+    c.appendChild(sv("title", {}, tooltip(r) + "\n" + xk + " " + fmt(r.m[xk]) + ", " + yk + " " + fmt(r.m[yk]) + (front.indexOf(r) >= 0 ? "\non the Pareto frontier" : "") + (r === kn ? " (knee)" : "")));
     svg.appendChild(c);
   });
   var lg = sv("g", { "class": "legend", transform: "translate(" + (L + pw + 18) + "," + T + ")" });
@@ -268,13 +382,37 @@ function buildScatter() {
     var label = String(v);
     lg.appendChild(sv("text", { x: 18, y: 26 + i * 18, "font-size": 12 }, label.length > 26 ? label.slice(0, 25) + "\u2026" : label));
   });
+  var ly = 22 + values.length * 18 + 10;
+  lg.appendChild(sv("line", { x1: 0, x2: 14, y1: ly, y2: ly, stroke: "#d62728", "stroke-width": 2, "stroke-dasharray": "6 3" }));
+  lg.appendChild(sv("text", { x: 18, y: ly + 4, "font-size": 12 }, "Pareto frontier (" + front.length + ")"));
+  lg.appendChild(sv("rect", { x: 2, y: ly + 12, width: 10, height: 10, fill: "none", stroke: "#000", "stroke-width": 2, transform: "rotate(45 7 " + (ly + 17) + ")" }));
+  lg.appendChild(sv("text", { x: 18, y: ly + 22, "font-size": 12 }, kn ? "knee" : "no knee (< 3 points)"));
   svg.appendChild(lg);
   box.appendChild(svg);
+}
+var LABELS = { lpips_content: "LPIPS Distance to the content image", lpips_style: "LPIPS Distance to the style image", gram_style: "Gram distance to the style" };
+function hashAxes() {
+  var out = {};
+  String(location.hash || "").replace(/^#/, "").split("&").forEach(function (kv) {
+    var i = kv.indexOf("=");
+    if (i > 0) out[decodeURIComponent(kv.slice(0, i))] = decodeURIComponent(kv.slice(i + 1));
+  });
+  return out;
 }
 function setupScatter() {
   var sel = document.getElementById("colour-by");
   var keys = Object.keys(D.axes);
   axisOptions(sel, keys[0] || "", true);
+  var ms = plotMetrics(), want = hashAxes();
+  [["plot-x", "x", "lpips_content"], ["plot-y", "y", "lpips_style"]].forEach(function (a) {
+    var s = document.getElementById(a[0]);
+    (ms.length ? ms : [a[2]]).forEach(function (m) { s.appendChild(el("option", { value: m, text: m })); });
+    s.value = ms.indexOf(want[a[1]]) >= 0 ? want[a[1]] : (ms.indexOf(a[2]) >= 0 ? a[2] : s.options[0].value);
+    s.addEventListener("change", function () {
+      location.hash = "x=" + encodeURIComponent(document.getElementById("plot-x").value) + "&y=" + encodeURIComponent(document.getElementById("plot-y").value);
+      buildScatter();
+    });
+  });
   sel.addEventListener("change", buildScatter);
   buildScatter();
 }
@@ -282,7 +420,10 @@ function setupScatter() {
 // ---------------------------------------------------------------- self-check
 function selftest() {
   var imgs = Array.prototype.slice.call(document.images);
-  var waits = imgs.map(function (i) { return i.decode ? i.decode().catch(function () {}) : Promise.resolve(); });
+  // The load event waited for every image; decode() only those not ready yet (each decode is real
+  // work a headless browser's virtual clock does not wait for).
+  var waits = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+    .map(function (i) { return i.decode ? i.decode().catch(function () {}) : Promise.resolve(); });
   Promise.all(waits).then(function () {
     var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).map(function (i) { return i.alt; });
     var out = {
@@ -293,6 +434,16 @@ function selftest() {
       cards: document.querySelectorAll("#cards .card").length,
       grid_rows: document.getElementById("grid-rows").value, grid_cols: document.getElementById("grid-cols").value,
       colour_by: document.getElementById("colour-by").value,
+      plot_x: document.getElementById("plot-x").value, plot_y: document.getElementById("plot-y").value,
+      frontier: PLOT.front.map(function (r) { return r.row_id; }), knee: PLOT.knee ? PLOT.knee.row_id : null,
+      frontier_rings: document.querySelectorAll("#scatter g.frontier circle.front-ring").length,
+      knee_marks: document.querySelectorAll("#scatter g.frontier rect.knee").length,
+      curves: document.querySelectorAll("#cards svg.curve").length,
+      curve_lines: document.querySelectorAll("#cards svg.curve polyline.term").length,
+      scale_marks: document.querySelectorAll("#cards svg.curve line.scale-start").length,
+      snapshots: document.querySelectorAll("#cards .snaps img").length,
+      crops: Array.prototype.map.call(document.querySelectorAll("#cards figure.crop img"), function (i) { return [i.naturalWidth, i.naturalHeight, i.width, i.height]; }),
+      ci_tables: document.querySelectorAll("table.ci-table").length,
       errors: ERRORS
     };
     var pre = document.getElementById("selftest");

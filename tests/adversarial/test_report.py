@@ -160,6 +160,8 @@ def evil(tmp_path_factory) -> Evil:
     rows = []
     for i, (content, sw) in enumerate((c, sw) for c in contents for sw in (10.0, 1000.0)):
         output = _image(out / "images" / f"r{i}.png", (30 * i, 90, 160), (16, 16))
+        # A snapshot whose file name is hostile, stored relative to the output folder.
+        snap = _image(out / "images" / f"{COMMENT} {QUOTES} r{i}.step2.png", (90, 30 * i, 160), (12, 12))
         rows.append(
             dict(
                 row_id=f"r{i}",
@@ -176,6 +178,16 @@ def evil(tmp_path_factory) -> Evil:
                 started_at=now,
                 finished_at=now,
                 params=Params(size=32, iterations=2, style_weight=sw).to_dict(),
+                snapshots=[str(Path(snap).relative_to(out))],
+                loss_curve={
+                    "step": [0, 1, 2],
+                    "total": [3.0, 2.0, 1.0],
+                    "content": [0.1, 0.2, 0.3],
+                    "style": [1.0, 0.5, 0.2],
+                    "tv": [0.01, 0.01, 0.01],
+                    "hist": [],
+                    "scale_start": [0],
+                },
                 **_carried(i),
             )
         )
@@ -270,6 +282,8 @@ def test_hostile_report_renders_in_chromium(evil, tmp_path):
     assert st["cards"] == evil.rows and st["rows"] == evil.rows
     assert st["points"] == evil.ok and st["circles"] > st["points"]  # the plot drew, legend included
     assert st["broken"] == [] and st["images"] == st["images_loaded"] > 0
+    assert st["snapshots"] == st["curves"] == evil.rows  # every row's strip and curve drew (the error row's too)
+    assert st["ci_tables"] == 2  # by style and by style_weight, the hostile style name as text
     dom = Page(res.stdout)
     assert len(dom.scripts) == 2  # nothing the data held became a script, even after the page ran
     assert not [(t, k) for t, a in dom.tags for k in a if k.startswith("on")]

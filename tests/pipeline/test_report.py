@@ -46,10 +46,11 @@ FLAGS = [
 ]
 
 
-def chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+def chromium(page: Path, profile: Path, *extra: str, fragment: str = "") -> subprocess.CompletedProcess:
+    """Open `page` (with `#fragment` when given) in headless Chromium."""
     if CHROMIUM is None:
         pytest.fail(f"CI is set and {NO_CHROMIUM} (.ci/run installs it)")
-    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()]
+    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri() + (f"#{fragment}" if fragment else "")]
     # Its own HOME and XDG folders: Chromium writes crash-report settings and a dconf cache
     # under the home even with --user-data-dir.
     home = profile / "home"
