@@ -32,6 +32,7 @@ class LBFGSState:
 
     func_evals: int = 0
     n_iter: int = 0  # cumulative iterations over every `lbfgs_step` call
+    start_loss: float | None = None  # loss at the point where iteration `n_iter` started
     d: Tensor | None = None  # (N,) last direction
     t: float | Tensor | None = None  # last step length
     old_dirs: list[Tensor] = field(default_factory=list)  # y_k = g_{k+1} - g_k, each (N,)
@@ -174,6 +175,7 @@ def lbfgs_step(x: Tensor, state: LBFGSState, cfg: LBFGSConfig, max_iter: int, ma
     while n_iter < max_iter:
         n_iter += 1
         state.n_iter += 1
+        state.start_loss = loss
         # ---- descent direction
         if state.n_iter == 1:
             d = flat_grad.neg()
@@ -261,6 +263,8 @@ def lbfgs_run(
 # Per-row losses of a stack of points: (R, *shape) with grad -> (R,); `rows` (R,) int64 says which
 # rows of the batch they are.
 LossFn = Callable[[Tensor, Tensor], Tensor]
+# (row, iteration being started, loss at its start point) -> True to retire the row there.
+IterFn = Callable[[int, int, float], bool]
 
 
 class BatchedLBFGS:
@@ -283,6 +287,8 @@ class BatchedLBFGS:
         self.rows = [x[i].detach().reshape(-1).clone() for i in range(x.shape[0])]  # B x (N,), own memory
         self.states = [LBFGSState() for _ in self.rows]
         self.steps: list[int] = [0] * len(self.rows)
+        self.retired: list[bool] = [False] * len(self.rows)  # stopped by `on_iter`
+        self._project = project
         self._programs = [lbfgs_run(r, s, cfg, iterations, chunk, evals_per_iter, project) for r, s in zip(self.rows, self.states)]
 
     @property
@@ -290,12 +296,15 @@ class BatchedLBFGS:
         """The rows stacked back: (B, *shape)."""
         return torch.stack([r.view(self.shape) for r in self.rows])
 
-    def run(self, loss_fn: LossFn, on_eval: Callable[[], None] | None = None) -> Tensor:
+    def run(self, loss_fn: LossFn, on_eval: Callable[[], None] | None = None, on_iter: IterFn | None = None) -> Tensor:
         """Run every row to its end and return `x`. `on_eval()` is called after each batched
-        evaluation, before the rows take its results (`states` still describe the points evaluated)."""
+        evaluation, before the rows take its results (`states` still describe the points evaluated).
+        `on_iter(row, n_iter, start_loss)` is called when a row starts iteration `n_iter` (>= 1) at a
+        point of loss `start_loss` (the end point of iteration `n_iter - 1`); returning True retires
+        the row there: it keeps that point, `n_iter - 1` steps, and is evaluated no more."""
         pending: dict[int, Tensor] = {}  # row -> its next trial point (N,)
         for i, prog in enumerate(self._programs):
-            self._advance(i, prog, None, pending)
+            self._advance(i, prog, None, pending, on_iter)
         while pending:
             rows = sorted(pending)
             idx = torch.tensor(rows, dtype=torch.long, device=self.rows[0].device)
@@ -307,15 +316,31 @@ class BatchedLBFGS:
                 on_eval()
             with torch.no_grad():
                 for k, i in enumerate(rows):
-                    self._advance(i, self._programs[i], (float(losses[k]), grad[k].reshape(-1).clone()), pending)
+                    self._advance(i, self._programs[i], (float(losses[k]), grad[k].reshape(-1).clone()), pending, on_iter)
         return self.x
 
-    def _advance(self, i: int, prog: RowProgram, ev: Evaluation | None, pending: dict[int, Tensor]) -> None:
+    def _advance(self, i: int, prog: RowProgram, ev: Evaluation | None, pending: dict[int, Tensor], on_iter: IterFn | None) -> None:
+        state = self.states[i]
+        before = state.n_iter
         try:
             pending[i] = prog.send(ev) if ev is not None else next(prog)
         except StopIteration as stop:
             pending.pop(i, None)
             self.steps[i] = stop.value
+            return
+        if on_iter is not None and state.n_iter > before and state.start_loss is not None:
+            if on_iter(i, state.n_iter, state.start_loss):
+                self.retire(i, pending)
+
+    def retire(self, i: int, pending: dict[int, Tensor]) -> None:
+        """Stop row `i` at the start of its current iteration (its point is the previous one's end)."""
+        self._programs[i].close()
+        pending.pop(i, None)
+        self.steps[i] = max(0, self.states[i].n_iter - 1)  # states are fresh per optimiser: n_iter counts this run
+        self.retired[i] = True
+        if self._project is not None:
+            with torch.no_grad():
+                self._project(self.rows[i])
 
 
 def minimize_rows(
@@ -332,4 +357,23 @@ def minimize_rows(
     return opt.run(loss_fn), opt.steps
 
 
-__all__ = ("BatchedLBFGS", "LBFGSConfig", "LBFGSState", "lbfgs_run", "lbfgs_step", "minimize_rows")
+class EMA:
+    """A bias-corrected exponential moving average of a tensor (crowsonkb/style-transfer-pytorch's
+    `EMA`, as Adam corrects its moments): started with the first value, `get()` is the weighted
+    mean of every value so far with weights decay^age, normalised to sum to 1."""
+
+    def __init__(self, value: Tensor, decay: float):
+        self.decay = decay
+        self.value = torch.zeros_like(value)
+        self.accum = 1.0  # decay^updates: the weight the zero start still has
+        self.update(value)
+
+    def update(self, value: Tensor) -> None:
+        self.accum *= self.decay
+        self.value.mul_(self.decay).add_(value, alpha=1 - self.decay)
+
+    def get(self) -> Tensor:
+        return self.value / (1 - self.accum)
+
+
+__all__ = ("EMA", "BatchedLBFGS", "LBFGSConfig", "LBFGSState", "lbfgs_run", "lbfgs_step", "minimize_rows")

@@ -2,8 +2,9 @@
 
 Split the way the method is: models (`StyleTransfer.__init__`, cached per process), targets
 (`_targets`: content features, style Grams computed once per style), initial image (`_init`),
-the objective (`_Objective`: per-row losses) and the loop (`_optimize`). The core never prints:
-progress goes to a callback with a small `Progress` dataclass.
+the objective (`_Objective`: per-row losses) and the per-scale loop (`stylecore.loop.optimize_scale`).
+The core never prints: progress, snapshots and each row's history go through callbacks and
+small dataclasses (`Progress`, `Snapshot`, `TransferResult`).
 
 Batching: rows are stacked along the batch dimension for one forward + backward per evaluation,
 but each row is its own problem: per-row losses (no batch-level normaliser), per-row optimiser
@@ -15,6 +16,7 @@ rounding (see `StyleTransfer.__init__`)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +26,8 @@ import torch
 from stylecore.cache import ByteLRU
 from stylecore.images import preserve_colors
 from stylecore.images import resize_tensor as resize
+from stylecore.loop import LBFGS_CHUNK, OptimSettings, StepFn, optimize_scale  # noqa: F401 - LBFGS_CHUNK: benchmarks read it here
 from stylecore.losses import ContentLoss, StyleLoss, blend_grams, gram_matrix, normalized_layer_weights, total_variation
-from stylecore.optim import BatchedLBFGS, LBFGSConfig
 from stylecore.params import Params, check_job
 from stylecore.weights import load_vgg
 
@@ -56,25 +58,37 @@ class Progress:
     losses: Mapping[str, float]
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A row's image during its optimisation, every `params.snapshot_every` steps of the row."""
+
+    row: int  # index in `jobs`
+    step: int  # the row's steps so far, all scales
+    image: torch.Tensor  # (3, H, W) CPU in [0, 1], at the current scale's size
+
+
 @dataclass
 class TransferResult:
     image: torch.Tensor  # (3, H, W) in [0, 1], on the CPU
-    losses: dict[str, float]  # final unweighted content/style/tv and the weighted total
+    losses: dict[str, float]  # final unweighted content/style/tv (+hist) and the weighted total
     steps: int  # optimisation steps this row actually took, all scales
     seconds: float
     weights: str  # label of the transfer weights (name + sha256, or RANDOM)
-    extra: dict = field(default_factory=dict)
+    stopped: str = "cap"  # "converged" | "cap" | "timeout"
+    # Per term ("total", "content", "style", "tv", "hist" when on): one value per step of this row,
+    # all scales in order (the losses after the step; see `stylecore.loop`); unweighted terms,
+    # weighted total.
+    history: dict[str, list[float]] = field(default_factory=dict)
+    scale_steps: list[int] = field(default_factory=list)  # steps taken at each scale
 
 
 ProgressFn = Callable[[Progress], None]
+SnapshotFn = Callable[[Snapshot], None]
 
 # Byte budget of the per-engine cache of style Gram targets (on the engine's device). One style's
 # targets at the classic five layers are 2.4 MB (sum of C^2 float32), at every VGG-19 layer 22 MB:
 # 256 MiB holds ~100 of the former, ~12 of the latter.
 GRAM_CACHE_BYTES = 256 * 2**20
-
-# L-BFGS iterations per step call of a row (`stylecore.optim.lbfgs_step`; see `StyleTransfer._optimize`).
-LBFGS_CHUNK = 25
 
 # Fields that must agree across rows optimised in one batch (one forward over the stack).
 BATCH_FIELDS = (
@@ -89,6 +103,10 @@ BATCH_FIELDS = (
     "scales",
     "weights",
     "lpips_weights",
+    "style_loss",
+    "histogram_weight",
+    "ema",
+    "tile_size",
 )
 
 
@@ -112,6 +130,60 @@ def batch_key(params: Params, content_hw: tuple[int, int]) -> tuple:
 def scale_sizes(params: Params) -> list[int]:
     """Long sides, coarse to fine: size / 2^(n-1), ..., size."""
     return [max(16, round(params.size / 2 ** (params.scales - 1 - i))) for i in range(params.scales)]
+
+
+def scale_plan(params: Params) -> list[tuple[int, int]]:
+    """(long side, iterations) per scale, coarse to fine."""
+    return [(side, params.iterations) for side in scale_sizes(params)]
+
+
+class _Tracker:
+    """The engine's side of `optimize_scale`'s step callback: each row's history, steps per scale,
+    snapshots, progress (of the row furthest on) and the deadline."""
+
+    def __init__(
+        self,
+        jobs: Sequence[TransferJob],
+        progress: ProgressFn | None,
+        snapshot: SnapshotFn | None,
+        deadline: float | None,
+        row0: int,
+        total: int,
+        n_scales: int,
+    ):
+        self.jobs, self.progress, self.snapshot, self.deadline, self.row0 = jobs, progress, snapshot, deadline, row0
+        self.total, self.n_scales = total, n_scales
+        self.history: list[dict[str, list[float]]] = [{} for _ in jobs]
+        self.scale_steps: list[list[int]] = [[] for _ in jobs]
+        self.done = [0] * len(jobs)  # steps per row before the current scale
+        self.latest: dict[int, Mapping[str, float]] = {}
+        self.reported = self.base = self.scale_index = 0
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def scale(self, index: int) -> StepFn:
+        self.scale_index, self.base, self.latest = index, max(self.done), {}
+        return self.on_step
+
+    def on_step(self, i: int, step: int, terms: Mapping[str, float], image: Callable[[], torch.Tensor]) -> bool:
+        h = self.history[i]
+        for k, v in terms.items():
+            h.setdefault(k, []).append(v)
+        n, every = self.done[i] + step, self.jobs[i].params.snapshot_every
+        if self.snapshot is not None and every > 0 and n % every == 0:
+            self.snapshot(Snapshot(self.row0 + i, n, image().detach()[0].clamp(0, 1).cpu()))
+        self.latest[i] = terms
+        if self.progress is not None and self.base + step > self.reported:
+            self.reported = self.base + step
+            means = {k: sum(t[k] for t in self.latest.values()) / len(self.latest) for k in terms}
+            self.progress(Progress(self.reported, self.total, self.scale_index, self.n_scales, means))
+        return self.past_deadline()
+
+    def end_scale(self, steps: Sequence[int]) -> None:
+        for i, n in enumerate(steps):
+            self.scale_steps[i].append(n)
+            self.done[i] += n
 
 
 class StyleTransfer:
@@ -142,17 +214,28 @@ class StyleTransfer:
         return load_lpips(params.lpips_weights, self.device)
 
     # ------------------------------------------------------------------ public
-    def run(self, jobs: Sequence[TransferJob], progress: ProgressFn | None = None) -> list[TransferResult]:
-        """Optimise every job; all must share `batch_key` (same output size and BATCH_FIELDS)."""
+    def run(
+        self,
+        jobs: Sequence[TransferJob],
+        progress: ProgressFn | None = None,
+        snapshot: SnapshotFn | None = None,
+        deadline: float | None = None,
+    ) -> list[TransferResult]:
+        """Optimise every job; all must share `batch_key` (same output size and BATCH_FIELDS).
+
+        `snapshot` receives each row's image every `params.snapshot_every` steps of the row;
+        `deadline` (a `time.monotonic()` value): rows still running then stop, `stopped="timeout"`."""
         if not jobs:
             return []
         if self.batch_invariant and len(jobs) > 1:
             for j in jobs[1:]:
                 _check_compatible(jobs[0], j)  # the same contract as a batch
-            return [self._run([j], progress)[0] for j in jobs]
-        return self._run(jobs, progress)
+            return [self._run([j], progress, snapshot, deadline, row0=i)[0] for i, j in enumerate(jobs)]
+        return self._run(jobs, progress, snapshot, deadline)
 
-    def _run(self, jobs: Sequence[TransferJob], progress: ProgressFn | None) -> list[TransferResult]:
+    def _run(
+        self, jobs: Sequence[TransferJob], progress: ProgressFn | None, snapshot: SnapshotFn | None, deadline: float | None, row0: int = 0
+    ) -> list[TransferResult]:
         t0 = time.perf_counter()
         p0 = jobs[0].params
         hw = output_size(tuple(jobs[0].content.shape[-2:]), p0.size)
@@ -161,27 +244,47 @@ class StyleTransfer:
         for j in jobs:  # a clear error, not a pooling shape error, for images too small for the layers
             check_job(j.params, tuple(j.content.shape[-2:]), [tuple(s.shape[-2:]) for s in j.styles])
         vgg, rw = self.vgg(p0)
+        plan = scale_plan(p0)
+        track = _Tracker(jobs, progress, snapshot, deadline, row0, sum(it for _, it in plan), len(plan))
         x: torch.Tensor | None = None
-        steps = [0] * len(jobs)  # per row, all scales
-        sizes = scale_sizes(p0)
-        for si, long_side in enumerate(sizes):
+        stopped = ["cap"] * len(jobs)
+        for si, (long_side, iterations) in enumerate(plan):
+            if x is not None and track.past_deadline():
+                stopped = ["timeout"] * len(jobs)  # no time for the finer scales
+                break
             shw = output_size(hw, long_side) if long_side != p0.size else hw
             contents = torch.cat([resize(j.content.to(self.device), shw) for j in jobs])  # (B, 3, H, W)
             content_loss, style_loss = self._targets(jobs, contents, long_side, vgg)
+            objective = _Objective(jobs, vgg, content_loss, style_loss)
             x = self._init(jobs, contents) if x is None else resize(x.detach(), shw)
-            x, taken, losses = self._optimize(
-                jobs, x, vgg, content_loss, style_loss, progress, si, len(sizes), max(steps), p0.iterations * len(sizes)
-            )
-            steps = [a + b for a, b in zip(steps, taken)]
+            settings = dataclasses.replace(OptimSettings.from_params(p0, iterations), tol=tuple(j.params.tol for j in jobs))
+            out = optimize_scale(objective, x, settings, track.scale(si))
+            x, losses = out.x, out.final
+            track.end_scale(out.steps)
+            stopped = ["timeout" if s == "stopped" else s for s in out.stopped]
+            if "timeout" in stopped:
+                break
         assert x is not None
-        out = x.detach().clamp(0, 1)
+        out_img = x.detach().clamp(0, 1)
+        if tuple(out_img.shape[-2:]) != hw:  # stopped by the deadline before the last scale
+            out_img = resize(out_img, hw).clamp(0, 1)
+            contents = torch.cat([resize(j.content.to(self.device), hw) for j in jobs])
         if any(j.params.original_colors for j in jobs):
-            keep = torch.tensor([j.params.original_colors for j in jobs], device=out.device).view(-1, 1, 1, 1)
-            out = torch.where(keep, preserve_colors(out, contents), out)
+            keep = torch.tensor([j.params.original_colors for j in jobs], device=out_img.device).view(-1, 1, 1, 1)
+            out_img = torch.where(keep, preserve_colors(out_img, contents), out_img)
         seconds = time.perf_counter() - t0
         label = rw.label()
         return [
-            TransferResult(out[i].cpu(), {k: float(v[i]) for k, v in losses.items()}, steps[i], seconds / len(jobs), label)
+            TransferResult(
+                out_img[i].cpu(),
+                {k: float(v[i]) for k, v in losses.items()},
+                sum(track.scale_steps[i]),
+                seconds / len(jobs),
+                label,
+                stopped=stopped[i],
+                history=track.history[i],
+                scale_steps=track.scale_steps[i],
+            )
             for i in range(len(jobs))
         ]
 
@@ -240,66 +343,6 @@ class StyleTransfer:
             else:
                 imgs.append(resize(j.styles[0].to(self.device), hw))
         return torch.cat(imgs).clone()
-
-    # ------------------------------------------------------------------ optimiser + loop
-    def _optimize(self, jobs, x, vgg, content_loss, style_loss, progress, scale, n_scales, done, total):
-        """Run `iterations` steps per row; returns (image (B, 3, H, W), steps per row, final (B,) losses).
-
-        Every row has its own optimiser state. L-BFGS (`stylecore.optim.BatchedLBFGS`) runs per row
-        in chunks of LBFGS_CHUNK iterations, as one `torch.optim.LBFGS.step()` call each (a call
-        re-evaluates its starting point, so one iteration per call would cost two evaluations per
-        step); the row is clamped to [0, 1] between its chunks. Adam updates one leaf tensor per
-        row, clamped after every step. Progress `losses` are means over the rows evaluated."""
-        p = jobs[0].params
-        objective = _Objective(jobs, vgg, content_loss, style_loss)
-        last: dict[str, torch.Tensor] = {}
-
-        def report(step: int) -> None:
-            if progress is not None:
-                progress(Progress(done + step, total, scale, n_scales, {k: float(v.mean()) for k, v in last.items()}))
-
-        if p.optimizer == "lbfgs":
-            cfg = LBFGSConfig(lr=p.learning_rate, history_size=50)
-            opt = BatchedLBFGS(x, cfg, p.iterations, LBFGS_CHUNK, evals_per_iter=4, project=lambda r: r.clamp_(0, 1))
-            reported = [0]
-
-            def loss_fn(pts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # (R, 3, H, W), (R,) -> (R,)
-                ls = objective(pts, rows)
-                last.clear()
-                last.update({k: v.detach() for k, v in ls.items()})
-                return ls["total"]
-
-            def on_eval() -> None:  # report each new iteration once (of the row furthest on)
-                n = max(s.n_iter for s in opt.states)
-                if n > reported[0]:
-                    reported[0] = n
-                    report(n)
-
-            x = opt.run(loss_fn, on_eval)
-            steps = list(opt.steps)
-        else:
-            rows = [x[i : i + 1].detach().clone().requires_grad_(True) for i in range(x.shape[0])]  # B x (1, 3, H, W)
-            opt = torch.optim.Adam(rows, lr=p.learning_rate)
-
-            def closure() -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
-                ls = objective(torch.cat(rows))
-                loss = ls["total"].sum()
-                loss.backward()
-                last.update({k: v.detach() for k, v in ls.items()})
-                return loss
-
-            for step in range(1, p.iterations + 1):
-                opt.step(closure)
-                report(step)
-                with torch.no_grad():
-                    for r in rows:
-                        r.clamp_(0, 1)  # keep pixels valid; Adam may step outside [0, 1]
-            x = torch.cat(rows).detach()
-            steps = [p.iterations] * x.shape[0]
-        with torch.no_grad():  # losses of the returned (clamped) images
-            final = objective(x)
-        return x.detach(), steps, final
 
 
 class _Objective:

@@ -1,0 +1,58 @@
+"""What the engine reports about each row: history, steps per scale, snapshots, why it stopped."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from stylecore.params import Params
+from stylecore.transfer import Snapshot, StyleTransfer, TransferJob
+
+LAYERS = dict(weights="random", style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_2",))
+
+
+def _job(seed: int = 0, **changes) -> TransferJob:
+    g = torch.Generator().manual_seed(seed)
+    content, style = torch.rand(1, 3, 24, 32, generator=g), torch.rand(1, 3, 30, 30, generator=g)
+    p = Params(size=32, iterations=4, scales=2, seed=seed, **LAYERS).replace(**changes)
+    return TransferJob(content, (style,), p)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_history_has_one_value_per_step_and_scale_steps_add_up(optimizer):
+    snaps: list[Snapshot] = []
+    r = StyleTransfer("cpu").run([_job(optimizer=optimizer, snapshot_every=3, tv_weight=0.5)], snapshot=snaps.append)[0]
+    assert r.stopped == "cap" and r.scale_steps == [4, 4] and r.steps == 8
+    assert set(r.history) == {"content", "style", "tv", "total"}
+    assert all(len(v) == r.steps for v in r.history.values())
+    p = Params(**LAYERS)
+    for k in range(r.steps):  # the total is the weighted sum of the unweighted terms
+        c, s, t = (r.history[n][k] for n in ("content", "style", "tv"))
+        assert r.history["total"][k] == pytest.approx(p.content_weight * c + p.style_weight * s + 0.5 * t, rel=1e-5)
+    assert r.history["total"][-1] == pytest.approx(r.losses["total"], rel=1e-6)  # the last step: the returned image
+    assert r.history["total"][3] < r.history["total"][0]  # the loss fell over the first scale
+    # snapshots every 3 steps of the row, at the size of the scale they were taken at
+    assert [(s.row, s.step) for s in snaps] == [(0, 3), (0, 6)]
+    assert snaps[0].image.shape == (3, 12, 16) and snaps[1].image.shape == (3, 24, 32)
+    assert all(s.image.device.type == "cpu" and 0 <= s.image.min() and s.image.max() <= 1 for s in snaps)
+
+
+@pytest.mark.parametrize("batch_invariant", [False, True])
+def test_snapshot_rows_are_indices_in_jobs(batch_invariant):
+    jobs = [_job(0, snapshot_every=2, scales=1), _job(1, snapshot_every=0, scales=1), _job(2, snapshot_every=4, scales=1)]
+    snaps: list[Snapshot] = []
+    StyleTransfer("cpu", batch_invariant=batch_invariant).run(jobs, snapshot=snaps.append)
+    assert sorted((s.row, s.step) for s in snaps) == [(0, 2), (0, 4), (2, 4)]
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_passed_deadline_stops_rows_as_timeout_at_the_output_size(optimizer):
+    jobs = [_job(0, optimizer=optimizer), _job(1, optimizer=optimizer)]
+    res = StyleTransfer("cpu").run(jobs, deadline=time.monotonic())
+    for r in res:
+        assert r.stopped == "timeout" and r.steps == 1 and r.scale_steps == [1]  # the finer scale never ran
+        assert r.image.shape == (3, 24, 32) and len(r.history["total"]) == 1
+    far = StyleTransfer("cpu").run(jobs[:1], deadline=time.monotonic() + 3600)[0]
+    assert far.stopped == "cap" and far.steps == 8
