@@ -1,4 +1,5 @@
-"""Metrics of a stylised output: the LPIPS Distance pair, a scale-free Gram distance, and L2.
+"""Metrics of a stylised output: the LPIPS Distance pair, a scale-free Gram distance, and L2;
+`Distance` also computes the `stylecore.evaluation` metrics (luminance LPIPS, W2, colour, CFSD).
 
 Sizes. LPIPS compares features location by location, so both images of a pair must have the
 same H x W. The content image already has the output's size (the output starts from it); the
@@ -18,13 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from stylecore import evaluation as E
 from stylecore.images import resize_tensor
+from stylecore.layers import check_layers
 from stylecore.losses import gram_matrix
 from stylecore.lpips import LPIPS
-from stylecore.vgg import VGGFeatures, check_layers
+from stylecore.vgg import VGGFeatures
 
 # Gram layers of the scale-free style distance when the caller names none: Gatys' classic set,
 # the default `Params.style_layers` (all of them exist in VGG-16 too, before relu5_3).
@@ -45,7 +49,7 @@ def match_size(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Resize `image` (B, 3, h, w) to `like`'s exact H x W (bicubic, antialiased, clamped to
     [0, 1]; the engine's resampling); unchanged if already that size. See the module docstring
     for why a resize and not a crop."""
-    size = tuple(like.shape[-2:])
+    size = (int(like.shape[-2]), int(like.shape[-1]))
     if tuple(image.shape[-2:]) == size:
         return image
     return resize_tensor(image, size)
@@ -100,29 +104,47 @@ def distance(output: torch.Tensor, style: torch.Tensor, content: torch.Tensor, l
 
 @dataclass(frozen=True)
 class DistanceResult:
-    """Metrics of a batch of outputs, each (B,)."""
+    """Metrics of a batch of outputs, each (B,); per-layer values keyed by layer name.
+
+    Definitions: this module (LPIPS pair, `gram_style`) and `stylecore.evaluation` (the rest)."""
 
     lpips_style: torch.Tensor
     lpips_content: torch.Tensor
     gram_style: torch.Tensor
+    lpips_content_gray: torch.Tensor
+    w2_style: torch.Tensor
+    hist_style: torch.Tensor
+    cfsd: torch.Tensor
+    gram_layers: dict[str, torch.Tensor]
+    w2_layers: dict[str, torch.Tensor]
 
-    def rows(self) -> list[dict[str, float]]:
-        """One plain dict per output (results-table friendly)."""
-        return [
-            {"lpips_style": float(s), "lpips_content": float(c), "gram_style": float(g)}
-            for s, c, g in zip(self.lpips_style.tolist(), self.lpips_content.tolist(), self.gram_style.tolist())
-        ]
+    def rows(self) -> list[dict[str, Any]]:
+        """One plain dict per output (results-table friendly): the scalar metrics and
+        `style_layers_metrics` = {"gram": {layer: value}, "w2": {layer: value}}."""
+        scalars = ("lpips_style", "lpips_content", "gram_style", "lpips_content_gray", "w2_style", "hist_style", "cfsd")
+        cols = {k: getattr(self, k).tolist() for k in scalars}
+        gl = {n: v.tolist() for n, v in self.gram_layers.items()}
+        wl = {n: v.tolist() for n, v in self.w2_layers.items()}
+        out: list[dict[str, Any]] = []
+        for i in range(len(cols["lpips_style"])):
+            row: dict[str, Any] = {k: float(v[i]) for k, v in cols.items()}
+            row["style_layers_metrics"] = {"gram": {n: float(v[i]) for n, v in gl.items()}, "w2": {n: float(v[i]) for n, v in wl.items()}}
+            out.append(row)
+        return out
 
 
 class Distance:
     """Holds one loaded LPIPS model (and its backbone); `Distance()(output, style, content)`.
 
-    The Gram style distance uses the LPIPS backbone by default, so one model serves both metrics
-    and the numbers do not depend on which VGG a job stylised with; output, style and content go
-    through ONE backbone pass (batched, up to relu5_3), tapping the LPIPS and Gram layers together.
-    The Gram distance is taken against the style image at the output's size (`match_size`), like
-    the LPIPS style distance. Pass `gram_vgg` to measure Grams on another network (then it costs
-    its own passes)."""
+    Every metric of a row from few passes of the LPIPS backbone: output, style and content go
+    through ONE batched pass (up to relu5_3), tapping the LPIPS, Gram/W2 and CFSD (relu3_1)
+    layers together; a second pass of the luminance images (output, content) gives
+    `lpips_content_gray`. The Gram and W2 distances use the LPIPS backbone by default, so the
+    numbers do not depend on which VGG a job stylised with. Style statistics are taken against
+    the style image at the output's size (`match_size`), like the LPIPS style distance. Outputs
+    with a long side above 512 px get CFSD and the colour distance at 512 (see
+    `stylecore.evaluation`; one extra pass up to relu3_1). Pass `gram_vgg` to measure Grams and
+    W2 on another network (then it costs its own passes)."""
 
     def __init__(
         self,
@@ -134,9 +156,10 @@ class Distance:
         self.gram_vgg = gram_vgg
         self.gram_layers = tuple(gram_layers)
         check_layers((gram_vgg or lpips_model.backbone).arch, self.gram_layers)
+        check_layers(lpips_model.backbone.arch, [E.CFSD_LAYER])
 
     @classmethod
-    def load(cls, spec: str = "vgg16-imagenet", device: str | torch.device = "cpu", **kwargs) -> Distance:
+    def load(cls, spec: str = "vgg16-imagenet", device: str | torch.device = "cpu", **kwargs: Any) -> Distance:
         """A `Distance` on the process-wide cached LPIPS model for weight spec `spec`."""
         from stylecore.lpips import load_lpips
 
@@ -154,18 +177,43 @@ class Distance:
         bs, bc = style_r.shape[0], content_r.shape[0]
         if bs not in (1, b) or bc not in (1, b):
             raise ValueError(f"style and content batches must be 1 or {b} (the outputs'), got {bs} and {bc}")
+        small = E.fit_side(output.shape[-2:], E.CFSD_MAX_SIDE)
+        cfsd_here = small == tuple(output.shape[-2:])
         with torch.inference_mode():
             batch = torch.cat([output, style_r, content_r])  # (B + bs + bc, 3, H, W)
             taps = list(self.lpips.layers) + ([] if self.gram_vgg is not None else list(self.gram_layers))
-            raw = self.lpips.backbone(batch, taps)
+            taps += [E.CFSD_LAYER] if cfsd_here else []
+            raw = self.lpips.backbone(batch, list(dict.fromkeys(taps)))
             feats = self.lpips.normalized(raw)  # each (B + bs + bc, C, h, w)
             fo = [f[:b] for f in feats]
-            fs = [f[b : b + bs] for f in feats]
-            fc = [f[b + bs :] for f in feats]
-            d_style = self.lpips.feature_distance(fo, fs)
-            d_content = self.lpips.feature_distance(fo, fc)
+            d_style = self.lpips.feature_distance(fo, [f[b : b + bs] for f in feats])
+            d_content = self.lpips.feature_distance(fo, [f[b + bs :] for f in feats])
             if self.gram_vgg is None:
-                g = gram_distance_from_features([raw[n][:b] for n in self.gram_layers], [raw[n][b : b + bs] for n in self.gram_layers])
+                go = {n: raw[n][:b] for n in self.gram_layers}
+                gs = {n: raw[n][b : b + bs] for n in self.gram_layers}
             else:
-                g = gram_distance(output, style_r, self.gram_vgg, self.gram_layers)
-        return DistanceResult(d_style, d_content, g)
+                go, gs = self.gram_vgg(output, self.gram_layers), self.gram_vgg(style_r, self.gram_layers)
+            gram_l = {n: gram_distance_from_features([go[n]], [gs[n]]) for n in self.gram_layers}
+            w2_l = {n: E.gaussian_w2(go[n], gs[n]).to(output.dtype) for n in self.gram_layers}
+            gray = self.lpips.features(torch.cat([E.luminance(output), E.luminance(content_r)]))  # (B + bc, ...)
+            d_gray = self.lpips.feature_distance([f[:b] for f in gray], [f[b:] for f in gray])
+            if cfsd_here:
+                fc3 = raw[E.CFSD_LAYER]
+                cfsd = E.cfsd_from_features(fc3[:b], fc3[b + bs :])
+                hist = E.sliced_colour_w1(output, style_r)
+            else:  # a big output: CFSD and colours at the protocol's 512 px
+                o_s, s_s, c_s = (resize_tensor(x, small) for x in (output, style_r, content_r))
+                f3 = self.lpips.backbone(torch.cat([o_s, c_s]), [E.CFSD_LAYER])[E.CFSD_LAYER]
+                cfsd = E.cfsd_from_features(f3[:b], f3[b:])
+                hist = E.sliced_colour_w1(o_s, s_s)
+        return DistanceResult(
+            lpips_style=d_style,
+            lpips_content=d_content,
+            gram_style=torch.stack(list(gram_l.values())).mean(dim=0),
+            lpips_content_gray=d_gray,
+            w2_style=torch.stack(list(w2_l.values())).mean(dim=0),
+            hist_style=hist,
+            cfsd=cfsd.to(output.dtype),
+            gram_layers=gram_l,
+            w2_layers=w2_l,
+        )

@@ -96,7 +96,7 @@ def test_distance_class_one_pass_equals_the_reference_functions(model):
     torch.testing.assert_close(res.lpips_content, d_content, atol=1e-5, rtol=0)
     torch.testing.assert_close(res.gram_style, g, atol=1e-5, rtol=1e-5)
     rows = res.rows()
-    assert len(rows) == 2 and set(rows[0]) == {"lpips_style", "lpips_content", "gram_style"}
+    assert len(rows) == 2 and {"lpips_style", "lpips_content", "gram_style"} <= set(rows[0])
     assert dist.weights_label == model.weights_label and "RANDOM" in dist.weights_label
     # a separate Gram network gives the same numbers when it is the same network
     res2 = M.Distance(model, gram_vgg=model.backbone)(out, style, content)
