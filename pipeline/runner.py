@@ -14,6 +14,7 @@ finished batch's results part at once, so a driver crash loses only the rows in 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import os
 import sys
@@ -50,7 +51,8 @@ class SubmitConfig:
     workers: int = 1
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
-    batch_size: int = 4
+    batch_size: int = 4  # an upper bound on rows per batch; batches are filled by predicted bytes
+    memory_per_worker: int | None = None  # bytes a worker's batch may peak at (None: BUDGET_FRACTION of its device)
     weights: str | None = None  # weight set for rows that name none
     lpips_weights: str | None = None  # LPIPS backbone for rows that name none, and for the metrics
     retries: int = 2  # extra solo attempts of a row whose worker process died
@@ -85,16 +87,36 @@ class Plan:
     lpips_calibrated: bool = True
     notes: tuple[str, ...] = ()
     next_seq: int = 1  # the sequence number of the first result row this run writes
+    batches: list[Batch] = field(default_factory=list)  # to_run packed by predicted bytes (rows too big left out)
+    too_big: dict[int, str] = field(default_factory=dict)  # manifest index -> why the row cannot fit a worker
+    budget: int | None = None  # bytes per worker the batches were packed to
 
-    def lines(self) -> list[str]:
+    def lines(self, max_batches: int = 40) -> list[str]:
+        from stylecore.memory import fmt_bytes
+
         calibrated = "" if self.lpips_calibrated else " (not the paper's ImageNet VGG-16: not comparable with its numbers)"
-        return [
+        budget = fmt_bytes(self.budget) if self.budget else "none (no device memory to read here: packed by --batch-size only)"
+        out = [
             f"manifest: {self.manifest} ({self.total} rows)",
             f"output:   {self.out}",
             f"rows to run: {len(self.to_run)}; already done (ok): {self.done}; invalid, skipped: {self.invalid}",
             f"LPIPS metric weights: {self.metric_weights}{calibrated}",
             f"resources: {self.resources}",
+            f"memory per worker: {budget}; {len(self.batches)} batch(es):",
         ]
+        for i, b in enumerate(self.batches[:max_batches], start=1):
+            p = b.rows[0].params
+            tiles = {r.params.tile_size for r in b.rows if r.params.tile_size}
+            tiled = f", tiled ({', '.join(f'{t} px' for t in sorted(tiles))})" if tiles else ""
+            ids = ", ".join(str(r.index) for r in b.rows[:8]) + (" ..." if len(b.rows) > 8 else "")
+            out.append(f"  batch {i}: {len(b.rows)} row(s) [{ids}] at size {p.size}{tiled}: predicted peak {fmt_bytes(b.peak)}")
+        if len(self.batches) > max_batches:
+            out.append(f"  ... and {len(self.batches) - max_batches} more batch(es)")
+        for index, why in list(self.too_big.items())[:10]:
+            out.append(f"  row {index} cannot run: {why}")
+        if len(self.too_big) > 10:
+            out.append(f"  ... and {len(self.too_big) - 10} more row(s) that cannot run")
+        return out
 
 
 @dataclass
@@ -144,7 +166,9 @@ def plan(cfg: SubmitConfig, say: Callable[[str], None] = print) -> Plan:
     to_run = [r for r in rows if r.row_id not in done]
     where = cfg.ray_address() or "embedded local Ray (127.0.0.1)"
     res = f"{cfg.workers} worker(s) x ({cfg.cpus_per_worker:g} CPU, {cfg.gpus_per_worker:g} GPU), batches of {cfg.batch_size}, on {where}"
-    return Plan(
+    budget, device = worker_budget(cfg), worker_device(cfg)
+    fitting, too_big = fit_rows(to_run, budget, device)
+    pl = Plan(
         cfg.manifest,
         out,
         total,
@@ -156,21 +180,119 @@ def plan(cfg: SubmitConfig, say: Callable[[str], None] = print) -> Plan:
         wp.lpips_calibrated,
         tuple(wp.notes),
         R.next_seq(out, stored),
+        make_batches(fitting, cfg.batch_size, budget, device),
+        too_big,
+        budget,
     )
+    return pl
 
 
-def make_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[ManifestRow]]:
-    """Rows that can share one forward pass, in chunks of `batch_size`: grouped by the params
-    that must agree, then by content (so equal output sizes land together)."""
+@dataclass(frozen=True)
+class Batch:
+    """Rows that run together on one worker, with the batch's predicted peak in bytes."""
+
+    rows: list[ManifestRow]
+    peak: int
+
+
+def worker_device(cfg: SubmitConfig) -> str:
+    """The device kind a worker will run on: cuda with GPUs per worker, else cpu."""
+    return "cuda" if cfg.gpus_per_worker > 0 else "cpu"
+
+
+def worker_budget(cfg: SubmitConfig) -> int | None:
+    """Bytes a worker's batch may peak at: `--memory-per-worker`, else BUDGET_FRACTION of the
+    device: a GPU's total memory times `gpus_per_worker` (read on this machine; None when it has
+    no GPU to read), or the host's available RAM divided among the CPU workers."""
+    from stylecore import memory
+
+    if cfg.memory_per_worker:
+        return int(cfg.memory_per_worker)
+    if worker_device(cfg) == "cuda":
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return None
+        except ImportError:
+            return None
+        return int(memory.BUDGET_FRACTION * memory.device_memory("cuda") * min(1.0, cfg.gpus_per_worker))
+    return memory.default_budget("cpu", cfg.workers)
+
+
+def batch_peak(params: Sequence[Params], device: str) -> int:
+    """Predicted peak of rows run as one batch: CUDA stacks them in one forward (their per-row
+    bytes add up); a CPU worker runs a batch's rows one at a time (`pipeline.worker`), so its peak
+    is the largest row's. Sizes are taken square (the worst case for a long side: no file is read)."""
+    from stylecore import memory
+
+    ests = [memory.row_peak(p, device=device) for p in params]
+    if not ests:
+        return 0
+    models = max(e.models for e in ests)
+    rows = sum(e.per_step for e in ests) if device == "cuda" else max(e.per_step for e in ests)
+    return rows + models
+
+
+def fit_rows(rows: Sequence[ManifestRow], budget: int | None, device: str) -> tuple[list[ManifestRow], dict[int, str]]:
+    """Rows resolved against the budget. A row with `tile_size` unset whose one-piece peak is over
+    the tile threshold (`memory.tile_budget`: the budget, capped on a CPU) gets the tile size the
+    memory model picks, written into its params (so the worker runs, and the results record,
+    exactly that); a row that cannot fit even so, or whose tiling is off (`tile_size` 0), is an
+    error by manifest index, naming its size, predicted bytes, the budget and what to do."""
+    from stylecore import memory
+
+    if budget is None:
+        return list(rows), {}
+    out, errors = [], {}
+    for r in rows:
+        p = r.params
+        if p.tile_size is None:
+            tile = memory.plan_tile(p, memory.tile_budget(budget, device), device=device)
+            if tile:
+                p = p.replace(tile_size=tile)
+        peak = memory.row_peak(p, device=device).total
+        if peak <= budget:
+            out.append(dataclasses.replace(r, params=p) if p is not r.params else r)
+            continue
+        whole = memory.row_peak(r.params, device=device).total
+        why = (
+            "tiling is off (tile_size 0): allow it (leave tile_size unset, or set a tile size in px)"
+            if p.tile_size == 0
+            else f"even in tiles of {p.tile_size} px (~{memory.fmt_bytes(peak)}) it does not fit: lower size or tile_size"
+        )
+        errors[r.index] = (
+            f"size {p.size} px needs ~{memory.fmt_bytes(whole)} at its peak in one piece (predicted), over the worker "
+            f"budget of {memory.fmt_bytes(budget)} (--memory-per-worker); {why}, raise --memory-per-worker, "
+            "or use a device with more memory"
+        )
+    return out, errors
+
+
+def make_batches(rows: Sequence[ManifestRow], batch_size: int, budget: int | None = None, device: str = "cpu") -> list[Batch]:
+    """Rows that can share one forward pass: grouped by the params that must agree, then by
+    content (so equal output sizes land together), each batch filled up to `budget` predicted
+    bytes (`batch_peak`) and at most `batch_size` rows. A row over the budget alone runs alone
+    (`fit_rows` decides before whether it can run at all)."""
     from stylecore.transfer import BATCH_FIELDS
 
     groups: dict[tuple, list[ManifestRow]] = collections.defaultdict(list)
     for r in rows:
         groups[tuple(repr(getattr(r.params, f)) for f in BATCH_FIELDS)].append(r)
-    batches = []
+    batches: list[Batch] = []
     for group in groups.values():
         group.sort(key=lambda r: (r.content, r.index))
-        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        current: list[ManifestRow] = []
+        for r in group:
+            trial = current + [r]
+            fits = budget is None or batch_peak([x.params for x in trial], device) <= budget
+            if current and (len(trial) > batch_size or not fits):
+                batches.append(Batch(current, batch_peak([x.params for x in current], device)))
+                current = [r]
+            else:
+                current = trial
+        if current:
+            batches.append(Batch(current, batch_peak([x.params for x in current], device)))
     return batches
 
 
@@ -328,6 +450,12 @@ def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress
             + "; ".join(f"row {i}: {msg}" for i, msg in list(bad.items())[:3])
             + (" ..." if len(bad) > 3 else "")
         )
+    if pl.too_big:
+        echo(
+            f"{len(pl.too_big)} row(s) cannot fit a worker's memory; recorded as errors: "
+            + "; ".join(f"row {i}: {msg}" for i, msg in list(pl.too_big.items())[:2])
+        )
+    bad.update({i: why for i, why in pl.too_big.items() if i not in bad})  # too big for a worker: an error, not a crash
     rows = [r for r in pl.to_run if r.index not in bad]
     ctx, embedded, pool = None, False, None
     try:
@@ -347,7 +475,7 @@ def _run(cfg: SubmitConfig, pl: Plan, out: str, summary: SubmitSummary, progress
             sink.failed([(task_for(r), bad[r.index]) for r in pl.to_run if r.index in bad])
             if rows:
                 pool = _start_pool(cfg, pl, out, rows)
-                batches = [[task_for(r, cfg.row_timeout) for r in b] for b in make_batches(rows, cfg.batch_size)]
+                batches = [[task_for(r, cfg.row_timeout) for r in b.rows if r.index not in bad] for b in pl.batches]
                 sched = SchedulerConfig(retries=cfg.retries, start_timeout_s=cfg.start_timeout)
                 Scheduler(pool, batches, sink.rows, sink.failed, sched).run()
         finally:

@@ -23,7 +23,16 @@ def submit(
     workers: int = typer.Option(_D.workers, min=1, help="Worker actors (each holds the models)."),
     gpus_per_worker: float = typer.Option(_D.gpus_per_worker, min=0, help="GPUs per worker (fractions share a GPU)."),
     cpus_per_worker: float = typer.Option(_D.cpus_per_worker, min=0, help="CPUs per worker."),
-    batch_size: int = typer.Option(_D.batch_size, min=1, help="Rows per batch (rows of one output size optimise together)."),
+    batch_size: int = typer.Option(
+        _D.batch_size,
+        min=1,
+        help="Most rows per batch (rows of one output size optimise together; batches also stop at the memory budget).",
+    ),
+    memory_per_worker: str | None = typer.Option(
+        None,
+        help="Bytes a worker's batch may peak at, e.g. 6G or 512M; batches are filled by predicted bytes up to it "
+        "[default: 80% of the device: a GPU's memory x --gpus-per-worker, or the available RAM / --workers].",
+    ),
     weights: str | None = typer.Option(None, help="Weight set for rows that name none (e.g. vgg16-hed offline)."),
     lpips_weights: str | None = typer.Option(None, help="LPIPS backbone for rows that name none, and for the Distance metrics."),
     retries: int = typer.Option(_D.retries, min=0, help="Extra attempts of a row whose worker process died while it ran alone."),
@@ -39,6 +48,12 @@ def submit(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Run every row of a manifest on Ray workers; write images and the results table."""
+    from stylecore.memory import parse_bytes
+
+    try:
+        memory = parse_bytes(memory_per_worker) if memory_per_worker else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--memory-per-worker") from None
     cfg = SubmitConfig(
         manifest=manifest,
         out=out,
@@ -47,6 +62,7 @@ def submit(
         gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker,
         batch_size=batch_size,
+        memory_per_worker=memory,
         weights=weights,
         lpips_weights=lpips_weights,
         retries=retries,
