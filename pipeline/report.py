@@ -276,8 +276,8 @@ def _ci_tables(groups: list[S.GroupSummary]) -> str:
             for x in g.groups
         )
         out.append(
-            f'<table class="stats ci-table"><caption>by {_e(g.by)}: mean [{g.level * 100:g}% bootstrap CI] over ok rows</caption>'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f'<div class="scroll"><table class="stats ci-table"><caption>by {_e(g.by)}: mean [{g.level * 100:g}% bootstrap CI] over ok rows</caption>'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
         )
     return "\n".join(out)
 
