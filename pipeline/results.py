@@ -17,7 +17,7 @@ import json
 import os
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -42,6 +42,18 @@ class ResultsWarning(UserWarning):
 
 TS = pa.timestamp("us", tz="UTC")
 
+# Per-layer style metrics: {"gram": {layer: value}, "w2": {layer: value}} (DuckDB: x.gram['conv3_1']).
+STYLE_LAYERS_TYPE = pa.struct([("gram", pa.map_(pa.string(), pa.float64())), ("w2", pa.map_(pa.string(), pa.float64()))])
+CURVE_TERMS = ("total", "content", "style", "tv", "hist")
+# A row's losses by step, decimated to <= CURVE_POINTS points (`loss_curve`): `step`
+# counts the row's steps over all scales (1 = after the first), one list per term (unweighted terms,
+# weighted total; a term the engine did not record, e.g. hist when off, is empty), and
+# `scale_start` the number of steps done when each scale began (0 for the first).
+LOSS_CURVE_TYPE = pa.struct(
+    [("step", pa.list_(pa.int32()))] + [(t, pa.list_(pa.float32())) for t in CURVE_TERMS] + [("scale_start", pa.list_(pa.int32()))]
+)
+CURVE_POINTS = 256
+
 
 def result_fields(params_cls: type | None = None) -> list[pa.Field]:
     """The results table's columns; `params` is the struct of every field of `params_cls`
@@ -49,7 +61,8 @@ def result_fields(params_cls: type | None = None) -> list[pa.Field]:
 
     The contract (design.md, "Data contracts"), plus a few extras users asked for: gram_style (a
     scale-free style distance), loss_total, lpips_weights, lpips_calibrated (Distance measured on
-    the paper's ImageNet vgg16 backbone), attempt, and seq (which row of a row_id is the latest)."""
+    the paper's ImageNet vgg16 backbone), attempt, and seq (which row of a row_id is the latest);
+    then issue 18's evaluation columns (metrics, stopping, loss curve, snapshots)."""
     return [
         pa.field("row_id", pa.string(), nullable=False),
         pa.field("content", pa.string()),
@@ -76,6 +89,18 @@ def result_fields(params_cls: type | None = None) -> list[pa.Field]:
         pa.field("started_at", TS),
         pa.field("finished_at", TS),
         pa.field("params", params_struct_type(params_cls)),
+        # Issue 18 (all nullable; parts written before them read as null): see `stylecore.metrics`
+        # and `stylecore.evaluation` for the metric definitions.
+        pa.field("iterations_run", pa.int64()),  # steps the row took, all scales
+        pa.field("stopped", pa.string()),  # converged | cap | timeout
+        pa.field("lpips_content_gray", pa.float64()),
+        pa.field("w2_style", pa.float64()),
+        pa.field("hist_style", pa.float64()),
+        pa.field("cfsd", pa.float64()),
+        pa.field("style_layers_metrics", STYLE_LAYERS_TYPE),
+        pa.field("loss_curve", LOSS_CURVE_TYPE),
+        pa.field("snapshots", pa.list_(pa.string())),  # snapshot images, paths in the same form as `output`
+        pa.field("peak_bytes_predicted", pa.int64()),  # the memory model's estimate, when known
     ]
 
 
@@ -93,6 +118,33 @@ def now() -> dt.datetime:
 
 
 # --- Writing
+
+
+def curve_indices(n: int, keep: Iterable[int] = (), points: int = CURVE_POINTS) -> list[int]:
+    """At most `points` indices of 0..n-1: the first, the last, every index in `keep` (the first
+    step of each scale, so a curve shows where a scale began) and the rest evenly spaced."""
+    if n <= points:
+        return list(range(n))
+    fixed = sorted({0, n - 1} | {k for k in keep if 0 <= k < n})[:points]
+    free = points - len(fixed)
+    even = {round(i * (n - 1) / (free + 1)) for i in range(1, free + 1)} if free > 0 else set()
+    return sorted(set(fixed) | even)  # rounding collisions may leave a few less than `points`
+
+
+def loss_curve(history: Mapping[str, Sequence[float]], scale_steps: Sequence[int], points: int = CURVE_POINTS) -> dict[str, list] | None:
+    """The `loss_curve` value of a row from the engine's per-step `history` (term -> one value per
+    step, all scales in order) and `scale_steps` (steps per scale); None when there is no step."""
+    n = len(history.get("total", ()))
+    if n == 0:
+        return None
+    starts = [sum(scale_steps[:k]) for k in range(len(scale_steps))]  # steps done when each scale began
+    idx = curve_indices(n, keep=starts, points=points)
+    curve: dict[str, list] = {"step": [i + 1 for i in idx]}
+    for term in CURVE_TERMS:
+        values = history.get(term) or []
+        curve[term] = [float(values[i]) for i in idx] if len(values) == n else []
+    curve["scale_start"] = starts
+    return curve
 
 
 def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:

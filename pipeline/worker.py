@@ -205,28 +205,36 @@ class StyleWorker:
         from stylecore.metrics import match_size
 
         t0 = time.perf_counter()
-        results = self.engine.run([job for _, job in items])
+        snaps: dict[int, list[str]] = collections.defaultdict(list)
+
+        def on_snapshot(snap) -> None:  # a Snapshot: written at once, so no image waits in memory
+            t = items[snap.row][0]
+            snaps[snap.row].append(write_snapshot(self.out, t.row_id, snap.step, snap.image, t.params))
+
+        results = self.engine.run([job for _, job in items], snapshot=on_snapshot)
         outputs = torch.stack([r.image for r in results]).to(self.device)  # (B, 3, H, W)
         # One batched metrics pass: each row's style and content brought to the (shared) output size.
         styles = torch.cat([match_size(job.styles[_main_style(job)].to(self.device), outputs) for _, job in items])
         contents = torch.cat([match_size(job.content.to(self.device), outputs) for _, job in items])
         metrics = self.distance(outputs, styles, contents).rows()
         rows = []
-        for (t, _job), res, m in zip(items, results, metrics):
+        for i, ((t, _job), res, m) in enumerate(zip(items, results, metrics)):
             path = write_image(self.out, t.row_id, res.image, {"stxpipe:params": t.params, "stxpipe:weights": res.weights})
             rows.append(
                 result_row(
                     t,
                     R.STATUS_OK,
                     output=path,
-                    lpips_style=m["lpips_style"],
-                    lpips_content=m["lpips_content"],
-                    gram_style=m["gram_style"],
+                    **m,  # lpips_style, lpips_content, gram_style, ..., cfsd, style_layers_metrics
                     loss_content=res.losses["content"],
                     loss_style=res.losses["style"],
                     loss_tv=res.losses["tv"],
                     loss_total=res.losses["total"],
                     iterations=res.steps,
+                    iterations_run=res.steps,
+                    stopped=res.stopped,
+                    loss_curve=R.loss_curve(res.history, res.scale_steps),
+                    snapshots=snaps.get(i, []),
                     seconds=(time.perf_counter() - t0) / len(items),
                     weights=res.weights,
                     lpips_weights=self.distance.weights_label,
@@ -257,6 +265,15 @@ def _main_style(job) -> int:
     """The style image the Distance is measured against: the one with the largest blend weight."""
     blend = job.params.style_blend
     return 0 if blend is None else max(range(len(blend)), key=lambda i: blend[i])
+
+
+def write_snapshot(out: str, row_id: str, step: int, image, params: str) -> str:
+    """`<out>/images/<row_id>.step<NNNN>.png` (next to the row's output, path checked the same way)."""
+    from stylecore.images import png_bytes
+
+    path = safe_output_path(storage.join(out, "images"), row_id, f".step{step:04d}.png")
+    storage.write_atomic(path, png_bytes(image, {"stxpipe:params": params, "stxpipe:step": str(step)}))
+    return path
 
 
 def write_image(out: str, row_id: str, image, metadata: dict) -> str:
