@@ -1,4 +1,4 @@
-"""The founding paper's measurements (Figures 5 and 6) and two-image comparison, as data.
+"""The founding paper's measurements (Figures 5, 6 and 7) and two-image comparison, as data.
 
 Images follow the paper's convention here: [-1, 1] for L2 (mean squared difference, so white vs
 black = 2**2 = 4); LPIPS is fed the same images mapped to [0, 1] (`to_unit`), which is lpips'
@@ -7,15 +7,18 @@ black = 2**2 = 4); LPIPS is fed the same images mapped to [0, 1] (`to_unit`), wh
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from stylecore.lpips import LPIPS
 from stylecore.metrics import l2, match_size, to_signed, to_unit
 from stylecore.paper import PAPER_INTENSITY, PAPER_WEIGHTS  # noqa: F401 (re-exported)
+from stylecore.stats import bootstrap_ci, paired_bootstrap_ci
 
 # Figure 6: contrast factors c of the three levels, x_c = m + c (x - m) around the per-channel
 # mean m. Equal steps (1 -> 0.75 -> 0.5) double the pixel change from level 1->2 to 1->3, so L2
@@ -32,7 +35,7 @@ class PairRow:
     l2: float
     lpips: float
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -103,7 +106,7 @@ class Comparison:
     l2: float
     weights: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -123,3 +126,77 @@ def compare_images(a: str | Path, b: str | Path, lpips_model: LPIPS, size: int |
         d = float(lpips_model(ta, tb)[0])
         e = float(l2(to_signed(ta), to_signed(tb))[0])
     return Comparison(str(a), str(b), int(ta.shape[-2]), int(ta.shape[-1]), d, e, lpips_model.weights_label)
+
+
+# --------------------------------------------------------------- Figure 7: LPIPS vs L2 content loss
+
+
+@dataclass(frozen=True)
+class ArmSummary:
+    """One arm's mean of the metric over the complete pairs, with its bootstrap interval."""
+
+    arm: str
+    n: int
+    mean: float
+    lo: float
+    hi: float
+
+
+@dataclass(frozen=True)
+class ContentLossResult:
+    """The founding paper's Figure 7 claim tested on a set of pairs: each arm's mean `metric`
+    (lpips_style, the style Distance) with a percentile-bootstrap interval, the paired difference
+    lpips - mse with its interval, and the verdict: "holds" when the whole interval of the
+    difference is below 0 (LPIPS content loss gives a lower style Distance), "reversed" when it is
+    above 0, "inconclusive" when it contains 0."""
+
+    metric: str
+    level: float
+    n_pairs: int
+    mse: ArmSummary
+    lpips: ArmSummary
+    diff: tuple[float, float, float]  # (mean, lo, hi) of lpips - mse, pairs resampled together
+    verdict: str
+
+    def sentence(self) -> str:
+        d, lo, hi = self.diff
+        pct = f"{self.level:.0%}"
+        where = f"over {self.n_pairs} content/style pair{'s' if self.n_pairs != 1 else ''}"
+        if self.n_pairs == 0:
+            return "No pair has both arms measured, so the claim cannot be tested on this set."
+        ci = f"{pct} CI {lo:+.4f} to {hi:+.4f}"
+        if self.verdict == "holds":
+            return (
+                f"The claim holds on this set: with the LPIPS content loss the mean style Distance is lower than with L2 "
+                f"by {-d:.4f} ({ci} for LPIPS - L2) {where}."
+            )
+        if self.verdict == "reversed":
+            return (
+                f"The claim does not hold on this set: with the LPIPS content loss the mean style Distance is higher than "
+                f"with L2 by {d:.4f} ({ci} for LPIPS - L2) {where}."
+            )
+        return (
+            f"The claim is not confirmed on this set: the difference in mean style Distance (LPIPS - L2) is {d:+.4f} "
+            f"and its {ci} includes 0 {where}."
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["sentence"] = self.sentence()
+        return out
+
+
+def content_loss_comparison(
+    mse: Sequence[float], lpips: Sequence[float], *, metric: str = "lpips_style", n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> ContentLossResult:
+    """Compare the arms pair by pair: `mse[i]` and `lpips[i]` are the metric of the same content/
+    style pair stylised with the L2 and with the LPIPS content loss. Pairs with a NaN on either
+    side are dropped (both arms' means are over the same complete pairs)."""
+    if len(mse) != len(lpips):
+        raise ValueError(f"the arms must be paired: {len(mse)} L2 values and {len(lpips)} LPIPS values")
+    pairs = [(float(a), float(b)) for a, b in zip(mse, lpips) if not (math.isnan(float(a)) or math.isnan(float(b)))]
+    a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+    arms = [ArmSummary(name, len(v), *bootstrap_ci(v, n_boot=n_boot, level=level, seed=seed)) for name, v in (("mse", a), ("lpips", b))]
+    diff = paired_bootstrap_ci(b, a, n_boot=n_boot, level=level, seed=seed)
+    verdict = "holds" if diff[2] < 0 else "reversed" if diff[1] > 0 else "inconclusive"
+    return ContentLossResult(metric, level, len(pairs), arms[0], arms[1], diff, verdict)
