@@ -1,0 +1,151 @@
+"""The tiled high-resolution pass: optimise overlapping tiles, blend them with feathered weights.
+
+Above the tile threshold the engine optimises a scale's image as tiles of `tile` x `tile` px
+(the last tiles shifted inwards, so every tile has the same size and tiles batch as rows of one
+forward pass), each with its own optimiser state, and blends the optimised tiles back:
+
+- every tile's style loss uses the style statistics of the WHOLE style image at that scale (the
+  engine passes the same targets to every tile), so all tiles share one global look;
+- a tile's content target is the content image cropped to the same box (not a halo'd crop): both
+  sides of the content loss then see the same zero padding at the tile's edges, so the content
+  image is still the exact minimum of every tile's content term and the optimiser has no reason
+  to paint a frame along the tile's border; with a halo the target would carry features of
+  pixels the tile cannot see, and the loss would push the tile's edge pixels to imitate them;
+- all tiles start from the same image and are optimised independently (Jacobi, not sequentially),
+  so a tile's result depends neither on the order nor on how many tiles share a batch;
+- blending: each tile's weight is a raised cosine over the overlap on every side that borders
+  another tile (1 on image borders), after a `margin` of zero weight where the tile's own padding
+  distorts its features; the blend is sum(w * tile) / sum(w).
+
+`tile_boxes`, `feather_weights` and `blend` are pure functions on tensors; `tiled_pass` drives an
+engine-supplied `optimise(tiles, boxes)` over batches of tiles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from stylecore.memory import TILE_MULTIPLE, round_tile  # noqa: F401 (re-exported)
+
+# Overlap between neighbouring tiles, as a fraction of the tile side, and its floor in px: wide
+# enough for a smooth raised-cosine ramp after the margin, small enough to cost < 1/3 extra pixels.
+OVERLAP_FRACTION = 0.125
+MIN_OVERLAP = 32
+# Pixels at each inner tile edge that get no weight: conv padding distorts the features near a
+# tile's edge (the first 3x3 convs see zeros), so the pixels the optimiser bent there are dropped.
+MARGIN_FRACTION = 0.25  # of the overlap
+
+
+@dataclass(frozen=True)
+class Box:
+    """A tile's place in the image, in px: rows top..top+height, columns left..left+width."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> (B, C, height, width)."""
+        return x[..., self.top : self.top + self.height, self.left : self.left + self.width]
+
+
+def default_overlap(tile: int) -> int:
+    """Overlap for a tile side: OVERLAP_FRACTION of it, at least MIN_OVERLAP, at most half the tile."""
+    return min(tile // 2, max(MIN_OVERLAP, round(tile * OVERLAP_FRACTION)))
+
+
+def _starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets along one axis of length n: a stride of tile - overlap, the last one shifted
+    back to end at n (so it overlaps its neighbour by at least `overlap`)."""
+    if n <= tile:
+        return [0]
+    stride = tile - overlap
+    count = math.ceil((n - tile) / stride) + 1
+    return [min(i * stride, n - tile) for i in range(count)]
+
+
+def tile_boxes(h: int, w: int, tile: int, overlap: int) -> list[Box]:
+    """Boxes of equal size min(tile, h) x min(tile, w) covering an (h, w) image, row-major, with
+    neighbours overlapping by at least `overlap` px. Raises ValueError when overlap >= tile."""
+    if tile <= 0 or overlap < 0 or overlap >= tile:
+        raise ValueError(f"tile {tile} px with overlap {overlap} px: need tile > 0 and 0 <= overlap < tile")
+    th, tw = min(tile, h), min(tile, w)
+    return [Box(t, left, th, tw) for t in _starts(h, tile, overlap) for left in _starts(w, tile, overlap)]
+
+
+def _ramp(n: int, lo: int | None, hi: int | None, margin: int) -> torch.Tensor:
+    """1-D weights of length n: raised cosine from 0 to 1 over [margin, lo) at the start (when the
+    start borders another tile over `lo` px), mirrored at the end over `hi` px; 1 elsewhere."""
+    w = torch.ones(n, dtype=torch.float64)
+    pos = torch.arange(n, dtype=torch.float64) + 0.5
+    for size, p in ((lo, pos), (hi, n - pos)):
+        if size is None or size <= 0:
+            continue
+        m = min(margin, size - 1)
+        t = ((p - m) / max(1, size - m)).clamp(0, 1)  # 0 before the margin, 1 past the overlap
+        w = w * (0.5 - 0.5 * torch.cos(math.pi * t))
+    return w
+
+
+def feather_weights(boxes: Sequence[Box], h: int, w: int, margin: int | None = None) -> list[torch.Tensor]:
+    """Per box, (1, 1, height, width) float32 blending weights: a raised-cosine ramp across the
+    actual overlap with each neighbour (0 at the tile's inner edge, after `margin` px, to 1 where
+    the neighbour ends), 1 along the image's own borders. Everywhere some tile has weight > 0."""
+    out = []
+    for b in boxes:
+        if b.top < 0 or b.left < 0 or b.top + b.height > h or b.left + b.width > w:
+            raise ValueError(f"{b} does not lie inside the {h}x{w} image")
+        ramps = []
+        for start, size, starts in (
+            (b.top, b.height, sorted({c.top for c in boxes})),
+            (b.left, b.width, sorted({c.left for c in boxes})),
+        ):
+            before = [s for s in starts if s < start]
+            after = [s for s in starts if s > start]
+            lo = (before[-1] + size - start) if before else None  # overlap with the previous tile
+            hi = (start + size - after[0]) if after else None  # overlap with the next tile
+            mg = margin if margin is not None else round(MARGIN_FRACTION * min(v for v in (lo, hi, size) if v is not None))
+            ramps.append(_ramp(size, lo, hi, mg))
+        out.append((ramps[0][:, None] * ramps[1][None, :]).float().view(1, 1, b.height, b.width))
+    return out
+
+
+def blend(tiles: Sequence[torch.Tensor], boxes: Sequence[Box], weights: Sequence[torch.Tensor], h: int, w: int) -> torch.Tensor:
+    """sum_i w_i * tile_i / sum_i w_i over the image: tiles (B, C, height, width) -> (B, C, h, w)."""
+    first = tiles[0]
+    acc = torch.zeros((first.shape[0], first.shape[1], h, w), dtype=first.dtype, device=first.device)
+    norm = torch.zeros((1, 1, h, w), dtype=first.dtype, device=first.device)
+    for t, b, wt in zip(tiles, boxes, weights):
+        wt = wt.to(acc.device, acc.dtype)
+        b.crop(acc).add_(t * wt)
+        b.crop(norm).add_(wt)
+    if bool((norm <= 0).any()):
+        raise ValueError("the boxes leave pixels with no weight (no tile covers them)")
+    return acc / norm
+
+
+# optimise(tiles (T, 3, th, tw), boxes of those tiles) -> optimised tiles (T, 3, th, tw)
+OptimiseTiles = Callable[[torch.Tensor, Sequence[Box]], torch.Tensor]
+
+
+def tiled_pass(x: torch.Tensor, tile: int, optimise: OptimiseTiles, batch: int = 1, overlap: int | None = None) -> torch.Tensor:
+    """One scale's tiled optimisation of one image x (1, 3, H, W): every tile cropped from the same
+    x, `batch` tiles per `optimise` call (each tile its own optimiser state inside it), then the
+    feathered blend. Returns (1, 3, H, W)."""
+    if x.shape[0] != 1:
+        raise ValueError(f"the tiled pass takes one image at a time, got a batch of {x.shape[0]}")
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    ov = default_overlap(tile) if overlap is None else overlap
+    boxes = tile_boxes(h, w, tile, ov)
+    done: list[torch.Tensor] = []
+    for i in range(0, len(boxes), max(1, batch)):
+        chunk = boxes[i : i + max(1, batch)]
+        crops = torch.cat([b.crop(x) for b in chunk]).detach()  # (T, 3, th, tw)
+        out = optimise(crops, chunk)
+        done += [out[k : k + 1].detach() for k in range(len(chunk))]
+    return blend(done, boxes, feather_weights(boxes, h, w), h, w).clamp_(0, 1)
