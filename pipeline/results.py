@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import uuid
@@ -247,7 +248,8 @@ def _concat(tables: list[pa.Table], paths: list[str]) -> pa.Table:
     for name, seen in types.items():
         common = _common_type(list(seen)) if len(seen) > 1 else None
         try:
-            tables = _map_column(tables, name, lambda c, common=common: pc.cast(c, common)) if common else tables
+            if common is not None:
+                tables = _map_column(tables, name, functools.partial(_cast, to=common))
         except (pa.ArrowException, ValueError, TypeError):
             common = None  # e.g. int64 and uint64 values past either's range
         if len(seen) > 1 and common is None:
@@ -257,6 +259,10 @@ def _concat(tables: list[pa.Table], paths: list[str]) -> pa.Table:
                 f"results column '{name}' has types that do not merge across parts ({desc}); read as text", ResultsWarning, stacklevel=2
             )
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _cast(col: pa.ChunkedArray, to: pa.DataType) -> Any:
+    return pc.cast(col, to)
 
 
 def _common_type(types: list[pa.DataType]) -> pa.DataType | None:

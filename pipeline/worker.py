@@ -58,8 +58,9 @@ def is_oom(e: BaseException) -> bool:
     """CUDA's OutOfMemoryError, the CPU allocator's failure, or Python's MemoryError."""
     import torch
 
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
-    if isinstance(e, (MemoryError, oom)):
+    found = (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
+    oom = tuple(t for t in found if isinstance(t, type))
+    if isinstance(e, (MemoryError, *oom)):
         return True
     text = str(e)
     return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
@@ -95,7 +96,7 @@ class StyleWorker:
         except Exception:
             pass  # outside Ray (tests, a plain process): host:pid is enough
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        self._images = ByteLRU(DECODE_CACHE_BYTES)
+        self._images: ByteLRU[tuple[str, int], torch.Tensor] = ByteLRU(DECODE_CACHE_BYTES)
 
     def ping(self) -> str:
         return self.worker
@@ -218,7 +219,7 @@ class StyleWorker:
         contents = torch.cat([match_size(job.content.to(self.device), outputs) for _, job in items])
         metrics = self.distance(outputs, styles, contents).rows()
         rows = []
-        for i, ((t, _job), res, m) in enumerate(zip(items, results, metrics)):
+        for i, ((t, job), res, m) in enumerate(zip(items, results, metrics)):
             path = write_image(self.out, t.row_id, res.image, {"stxpipe:params": t.params, "stxpipe:weights": res.weights})
             rows.append(
                 result_row(
@@ -235,6 +236,7 @@ class StyleWorker:
                     stopped=res.stopped,
                     loss_curve=R.loss_curve(res.history, res.scale_steps),
                     snapshots=snaps.get(i, []),
+                    peak_bytes_predicted=predicted_peak(job.params, tuple(job.content.shape[-2:]), self.device.type),
                     seconds=(time.perf_counter() - t0) / len(items),
                     weights=res.weights,
                     lpips_weights=self.distance.weights_label,
@@ -259,6 +261,17 @@ class StyleWorker:
                 m.record(r, self.worker)
         except Exception:
             pass  # dashboard metrics are best-effort; never fail rows over them
+
+
+def predicted_peak(params: Params, hw: tuple[int, ...], device: str) -> int | None:
+    """The memory model's peak for this row alone (`stylecore.memory.row_peak`), or None if it
+    cannot say (best effort: a results column, never a reason to fail a row)."""
+    try:
+        from stylecore.memory import row_peak
+
+        return int(row_peak(params, (int(hw[0]), int(hw[1])), device).total)
+    except Exception:
+        return None
 
 
 def _main_style(job) -> int:

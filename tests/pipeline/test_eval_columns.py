@@ -88,6 +88,7 @@ def test_submit_records_metrics_curves_and_snapshots(tmp_path, samples, hed):
     got = {r["tag"]: r for r in R.read_results(str(out)).to_pylist()}
     for r in got.values():
         assert r["iterations_run"] == 8 == r["iterations"] and r["stopped"] == "cap"
+        assert r["peak_bytes_predicted"] > 0
         for m in ("lpips_content_gray", "w2_style", "hist_style", "cfsd", "gram_style"):
             assert r[m] is not None and math.isfinite(r[m]) and r[m] >= 0, m
         layers = r["style_layers_metrics"]
