@@ -16,8 +16,8 @@ Definitions (where the literature differs, the choice is stated):
   divided by the style's root mean square feature norm sqrt(|mu_s|^2 + tr S_s) (= W2 from the
   style Gaussian to a point mass at 0), so like `gram_style` it is free of the weight set's
   feature scale and layers of different magnitude average fairly. `w2_style` is the mean over
-  the Gram layers. The trace term as the nuclear norm of a position x position product or by
-  C x C eigendecompositions, whichever is smaller (`_trace_sqrt_product`), in float64.
+  the Gram layers. Covariances summed in chunks of positions (bounded memory on big images);
+  the trace term by an SVD or by C x C eigendecompositions, whichever is smaller, in float64.
 - `sliced_colour_w1` (`hist_style`): sliced Wasserstein-1 between the RGB colour distributions
   of output and style: the mean over K = 64 fixed unit directions d (drawn once from a
   generator seeded 0, the same for every row) of the 1-D W1 between the projections <d, rgb>
@@ -61,11 +61,25 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
     return y.expand(-1, 3, -1, -1)
 
 
-def _centred(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (B, C) float64 and centred samples (B, C, N) float32 of features (B, C, H, W)."""
-    x = f.flatten(2).float()  # (B, C, N)
-    mu = x.mean(dim=2)  # (B, C)
-    return mu.double(), x - mu.unsqueeze(2)  # centred first, so float32 keeps the covariance accurate
+_MOMENT_CHUNK = 1 << 18  # positions per step of the covariance sum: 64 channels x 2^18 x 4 B = 64 MB
+
+
+def _mean(f: torch.Tensor) -> torch.Tensor:
+    """Channel means of features (B, C, H, W) -> (B, C) float32."""
+    return f.flatten(2).float().mean(dim=2)
+
+
+def _covariance(f: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """Population covariance (B, C, C) float64 of features (B, C, H, W) around `mu` (B, C),
+    summed over chunks of positions (centred first, so float32 products stay accurate; never a
+    full centred copy of a large image's features)."""
+    x = f.flatten(2)  # (B, C, N), a view
+    n = x.shape[2]
+    cov = torch.zeros(x.shape[0], x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+    for start in range(0, n, _MOMENT_CHUNK):
+        xc = x[:, :, start : start + _MOMENT_CHUNK].float() - mu.unsqueeze(2)  # (B, C, n_chunk)
+        cov += (xc @ xc.transpose(1, 2)).double()
+    return cov / n
 
 
 def _psd_sqrt(s: torch.Tensor) -> torch.Tensor:
@@ -76,35 +90,33 @@ def _psd_sqrt(s: torch.Tensor) -> torch.Tensor:
     return root
 
 
-def _trace_sqrt_product(xo: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """tr (S_s^1/2 S_o S_s^1/2)^1/2 for S = X X^T / N from centred samples xo (B, C, No), xs (B or
-    1, C, Ns) -> (B,) float64. With A = xs / sqrt(Ns), B = xo / sqrt(No), its eigenvalues are the
-    squared singular values of A^T B (Ns x No), so the trace is the nuclear norm of A^T B: one SVD
-    of the smaller of (Ns x No) and two C x C eigendecompositions, whichever is cheaper (deep
-    layers of small images have fewer positions than channels)."""
-    c, no, ns = xo.shape[1], xo.shape[2], xs.shape[2]
-    if no * ns <= c * c:
-        m = (xs.transpose(1, 2).double() @ xo.double()) / (no * ns) ** 0.5  # (B, Ns, No)
-        nuclear: torch.Tensor = torch.linalg.svdvals(m).sum(dim=1)
-        return nuclear
-    s_o = (xo @ xo.transpose(1, 2)).double() / no  # (B, C, C)
-    root_s = _psd_sqrt((xs @ xs.transpose(1, 2)).double() / ns)  # (B or 1, C, C)
-    middle = root_s @ s_o @ root_s  # PSD
-    middle = (middle + middle.transpose(1, 2)) / 2  # symmetric up to round-off; eigvalsh needs exact
-    trace: torch.Tensor = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum(dim=1)
-    return trace
-
-
 def gaussian_w2(fo: torch.Tensor, fs: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Relative W2 between Gaussian fits of output features `fo` (B, C, H, W) and style features
-    `fs` (B or 1, C, h, w) at one layer -> (B,) float64 (see the module docstring)."""
-    mu_o, xo = _centred(fo)
-    mu_s, xs = _centred(fs)
-    tr_o = (xo.double() ** 2).sum(dim=(1, 2)) / xo.shape[2]  # tr S_o, (B,)
-    tr_s = (xs.double() ** 2).sum(dim=(1, 2)) / xs.shape[2]
-    w2_sq = ((mu_o - mu_s) ** 2).sum(dim=1) + tr_o + tr_s - 2 * _trace_sqrt_product(xo, xs)
-    energy = (mu_s**2).sum(dim=1) + tr_s  # E|f_s|^2, (B or 1,)
-    return w2_sq.clamp_min(0).sqrt() / energy.clamp_min(eps).sqrt()
+    `fs` (B or 1, C, h, w) at one layer -> (B,) float64 (see the module docstring).
+
+    The trace term tr (S_s^1/2 S_o S_s^1/2)^1/2: with S = X X^T / N for centred samples X, its
+    eigenvalues are the squared singular values of X_s^T X_o / sqrt(N_s N_o) (N_s x N_o), so it is
+    that matrix's nuclear norm: one SVD when N_s N_o <= C^2 (deep layers of small images have
+    fewer positions than channels), else two C x C eigendecompositions."""
+    c, no, ns = fo.shape[1], fo.shape[2] * fo.shape[3], fs.shape[2] * fs.shape[3]
+    mu_o, mu_s = _mean(fo), _mean(fs)
+    if no * ns <= c * c:  # few positions: centred samples are small
+        xo = (fo.flatten(2).float() - mu_o.unsqueeze(2)).double()  # (B, C, No)
+        xs = (fs.flatten(2).float() - mu_s.unsqueeze(2)).double()
+        cross = torch.linalg.svdvals(xs.transpose(1, 2) @ xo / (no * ns) ** 0.5).sum(dim=1)  # (B,)
+        tr_o, tr_s = (xo**2).sum(dim=(1, 2)) / no, (xs**2).sum(dim=(1, 2)) / ns
+    else:
+        s_o, s_s = _covariance(fo, mu_o), _covariance(fs, mu_s)  # (B, C, C), (B or 1, C, C)
+        root_s = _psd_sqrt(s_s)
+        middle = root_s @ s_o @ root_s  # PSD
+        middle = (middle + middle.transpose(1, 2)) / 2  # symmetric up to round-off; eigvalsh needs exact
+        cross = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum(dim=1)
+        tr_o, tr_s = s_o.diagonal(dim1=1, dim2=2).sum(dim=1), s_s.diagonal(dim1=1, dim2=2).sum(dim=1)
+    mo, ms = mu_o.double(), mu_s.double()
+    w2_sq = ((mo - ms) ** 2).sum(dim=1) + tr_o + tr_s - 2 * cross
+    energy = (ms**2).sum(dim=1) + tr_s  # E|f_s|^2, (B or 1,)
+    w2: torch.Tensor = w2_sq.clamp_min(0).sqrt() / energy.clamp_min(eps).sqrt()
+    return w2
 
 
 def hist_directions(k: int = HIST_DIRECTIONS, seed: int = 0) -> torch.Tensor:

@@ -50,6 +50,17 @@ def reference_w2(fo: torch.Tensor, fs: torch.Tensor) -> float:
     return float(w2 / np.sqrt((ms**2).sum() + np.trace(ss)))
 
 
+def test_gaussian_w2_covariance_in_chunks_is_the_same(monkeypatch):
+    g = torch.Generator().manual_seed(6)
+    fo, fs = torch.randn(2, 4, 6, 5, generator=g) + 3, torch.randn(1, 4, 5, 5, generator=g)
+    whole = E.gaussian_w2(fo, fs)
+    monkeypatch.setattr(E, "_MOMENT_CHUNK", 7)  # 30 and 25 positions in uneven chunks
+    torch.testing.assert_close(E.gaussian_w2(fo, fs), whole)
+    torch.testing.assert_close(
+        whole, torch.tensor([reference_w2(fo[i], fs[0]) for i in range(2)], dtype=torch.float64), rtol=1e-4, atol=1e-6
+    )
+
+
 def test_gaussian_w2_matches_scipy_and_closed_forms():
     g = torch.Generator().manual_seed(1)
     fo = torch.randn(2, 6, 5, 4, generator=g) * 2 + 1
