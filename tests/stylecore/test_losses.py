@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from stylecore.losses import (
     ContentLoss,
+    LPIPSContentLoss,
     StyleLoss,
     blend_grams,
     gatys_content_loss,
@@ -15,6 +17,7 @@ from stylecore.losses import (
     relative_sq_error,
     total_variation,
 )
+from stylecore.lpips import load_lpips
 
 
 def test_gram_matrix_equals_explicit_sum():
@@ -85,3 +88,38 @@ def test_gram_backward_matches_autograd():
     fr = f.reshape(2, 3, 20)
     (g2,) = torch.autograd.grad((torch.bmm(fr, fr.transpose(1, 2)) * w).sum(), f)
     torch.testing.assert_close(g1, g2)
+
+
+def test_content_loss_take_indexes_rows():
+    feats = {"a": torch.randn(3, 3, 4, 4), "b": torch.randn(3, 5, 2, 2)}
+    loss = ContentLoss({k: torch.randn_like(v) for k, v in feats.items()})
+    rows = torch.tensor([2, 0])
+    sub = loss.take(rows)
+    assert isinstance(sub, ContentLoss)
+    torch.testing.assert_close(sub({k: v[rows] for k, v in feats.items()}), loss(feats)[rows])
+    assert loss(feats).shape == (3,)  # the original keeps every row
+
+
+def test_style_loss_take_indexes_rows_and_layer_weights():
+    feats = {"a": torch.randn(3, 3, 4, 4), "b": torch.randn(3, 5, 2, 2)}
+    grams = {k: gram_matrix(torch.randn_like(v), True) for k, v in feats.items()}
+    loss = StyleLoss(grams, torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.1, 0.9]]))
+    rows = torch.tensor([1, 2])
+    torch.testing.assert_close(loss.take(rows)({k: v[rows] for k, v in feats.items()}), loss(feats)[rows])
+
+
+def test_lpips_content_loss_forward_shared_features_and_take():
+    model = load_lpips("random-vgg16")
+    g = torch.Generator().manual_seed(0)
+    contents, x = torch.rand(3, 3, 32, 32, generator=g), torch.rand(3, 3, 32, 32, generator=g)
+    loss = LPIPSContentLoss(model, contents)
+    want = model(x, contents)
+    torch.testing.assert_close(loss(x), want)
+    with torch.no_grad():
+        raw = model.backbone(x, model.layers)
+    torch.testing.assert_close(loss.from_features(raw), want)
+    rows = torch.tensor([2, 0])
+    torch.testing.assert_close(loss.take(rows)(x[rows]), want[rows])
+    assert loss.take(rows).model is model
+    with pytest.raises(ValueError, match="content images"):
+        LPIPSContentLoss(model, None)
