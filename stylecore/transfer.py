@@ -15,21 +15,25 @@ rounding (see `StyleTransfer.__init__`)."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from stylecore.cache import ByteLRU
 from stylecore.images import preserve_colors
 from stylecore.images import resize_tensor as resize
 from stylecore.loop import LBFGS_CHUNK, OptimSettings, StepFn, optimize_scale  # noqa: F401 - LBFGS_CHUNK: benchmarks read it here
-from stylecore.losses import ContentLoss, StyleLoss, blend_grams, gram_matrix, normalized_layer_weights, total_variation
+from stylecore.objective import StyleTargets, build_objective, output_size
 from stylecore.params import Params, check_job
 from stylecore.weights import load_vgg
+
+if TYPE_CHECKING:
+    from stylecore.lpips import LPIPS
+    from stylecore.vgg import VGGFeatures
+    from stylecore.weights import ResolvedWeights
 
 
 @dataclass(frozen=True)
@@ -115,14 +119,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def output_size(content_hw: tuple[int, int], long_side: int) -> tuple[int, int]:
-    """(H, W) with the given long side, keeping the content's aspect ratio."""
-    h, w = content_hw
-    s = long_side / max(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
+def hw_of(t: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of an image tensor (..., H, W)."""
+    return int(t.shape[-2]), int(t.shape[-1])
 
 
-def batch_key(params: Params, content_hw: tuple[int, int]) -> tuple:
+def batch_key(params: Params, content_hw: tuple[int, int]) -> tuple[Any, ...]:
     """Rows with equal keys can be optimised together in one batch."""
     return (output_size(content_hw, params.size),) + tuple(getattr(params, f) for f in BATCH_FIELDS)
 
@@ -201,14 +203,15 @@ class StyleTransfer:
         thread; ~1.6x at 48x64), most of it on a GPU. Progress then reports each row's steps in turn."""
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_invariant = batch_invariant
-        # Style Gram targets by (style key, style side, weights, pooling, layers, device).
-        self._gram_cache: ByteLRU[tuple, dict[str, torch.Tensor]] = ByteLRU(style_cache_bytes)
+        # Style targets by (style key, style side, weights, pooling, layers, loss, seed if used, device).
+        self.style_targets = StyleTargets(style_cache_bytes, self.device)
+        self._gram_cache = self.style_targets.cache  # the former name (tests and benchmarks read it)
 
     # ------------------------------------------------------------------ models
-    def vgg(self, params: Params):
+    def vgg(self, params: Params) -> tuple[VGGFeatures, ResolvedWeights]:
         return load_vgg(params.weights, params.pooling, self.device)
 
-    def lpips(self, params: Params):
+    def lpips(self, params: Params) -> LPIPS:
         from stylecore.lpips import load_lpips  # only needed for the perceptual content loss
 
         return load_lpips(params.lpips_weights, self.device)
@@ -238,11 +241,11 @@ class StyleTransfer:
     ) -> list[TransferResult]:
         t0 = time.perf_counter()
         p0 = jobs[0].params
-        hw = output_size(tuple(jobs[0].content.shape[-2:]), p0.size)
+        hw = output_size(hw_of(jobs[0].content), p0.size)
         for j in jobs[1:]:
             _check_compatible(jobs[0], j)
         for j in jobs:  # a clear error, not a pooling shape error, for images too small for the layers
-            check_job(j.params, tuple(j.content.shape[-2:]), [tuple(s.shape[-2:]) for s in j.styles])
+            check_job(j.params, hw_of(j.content), [hw_of(s) for s in j.styles])
         vgg, rw = self.vgg(p0)
         plan = scale_plan(p0)
         track = _Tracker(jobs, progress, snapshot, deadline, row0, sum(it for _, it in plan), len(plan))
@@ -254,8 +257,16 @@ class StyleTransfer:
                 break
             shw = output_size(hw, long_side) if long_side != p0.size else hw
             contents = torch.cat([resize(j.content.to(self.device), shw) for j in jobs])  # (B, 3, H, W)
-            content_loss, style_loss = self._targets(jobs, contents, long_side, vgg)
-            objective = _Objective(jobs, vgg, content_loss, style_loss)
+            objective = build_objective(
+                [j.params for j in jobs],
+                contents,
+                [j.styles for j in jobs],
+                [j.style_keys for j in jobs],
+                long_side,
+                vgg,
+                self.style_targets,
+                lambda: self.lpips(p0),
+            )
             x = self._init(jobs, contents) if x is None else resize(x.detach(), shw)
             settings = dataclasses.replace(OptimSettings.from_params(p0, iterations), tol=tuple(j.params.tol for j in jobs))
             out = optimize_scale(objective, x, settings, track.scale(si))
@@ -266,7 +277,7 @@ class StyleTransfer:
                 break
         assert x is not None
         out_img = x.detach().clamp(0, 1)
-        if tuple(out_img.shape[-2:]) != hw:  # stopped by the deadline before the last scale
+        if hw_of(out_img) != hw:  # stopped by the deadline before the last scale
             out_img = resize(out_img, hw).clamp(0, 1)
             contents = torch.cat([resize(j.content.to(self.device), hw) for j in jobs])
         if any(j.params.original_colors for j in jobs):
@@ -288,50 +299,9 @@ class StyleTransfer:
             for i in range(len(jobs))
         ]
 
-    # ------------------------------------------------------------------ targets
-    def _targets(self, jobs: Sequence[TransferJob], contents: torch.Tensor, long_side: int, vgg) -> tuple:
-        p = jobs[0].params
-        if p.content_loss == "mse":
-            with torch.no_grad():
-                c_feats = vgg(contents, p.content_layers) if p.content_layers else {}
-            content_loss = ContentLoss(c_feats)
-        else:
-            content_loss = _LPIPSContent(self.lpips(p), contents)
-        grams = [self._style_grams(j, long_side, vgg) for j in jobs]
-        targets = {n: torch.cat([g[n] for g in grams]) for n in p.style_layers}  # (B, C, C) per layer
-        lw = torch.tensor(
-            [normalized_layer_weights(j.params.style_layer_weights, len(p.style_layers)) for j in jobs],
-            device=self.device,
-        )  # (B, L)
-        return content_loss, StyleLoss(targets, lw)
-
-    def _style_grams(self, job: TransferJob, long_side: int, vgg) -> dict[str, torch.Tensor]:
-        """Blended, size-normalised Gram targets of one row's style image(s): (1, C, C) per layer."""
-        p = job.params
-        if p.style_blend is not None and len(p.style_blend) != len(job.styles):
-            raise ValueError(f"style_blend has {len(p.style_blend)} weights for {len(job.styles)} style images")
-        style_side = max(16, round(long_side * p.style_scale))
-        per_style = []
-        for k, style in enumerate(job.styles):
-            key = None
-            if job.style_keys is not None:
-                key = (job.style_keys[k], style_side, p.weights, p.pooling, p.style_layers, str(self.device))
-                hit = self._gram_cache.get(key)
-                if hit is not None:
-                    per_style.append(hit)
-                    continue
-            s = resize(style.to(self.device), output_size(tuple(style.shape[-2:]), style_side))
-            with torch.no_grad():
-                feats = vgg(s, p.style_layers)
-                grams = {n: gram_matrix(f, normalize=True) for n, f in feats.items()}  # (1, C, C)
-            if key is not None:
-                self._gram_cache.put(key, grams)
-            per_style.append(grams)
-        return blend_grams(per_style, p.style_blend) if len(per_style) > 1 else per_style[0]
-
     # ------------------------------------------------------------------ init
     def _init(self, jobs: Sequence[TransferJob], contents: torch.Tensor) -> torch.Tensor:
-        hw = tuple(contents.shape[-2:])
+        hw = hw_of(contents)
         imgs = []
         for i, j in enumerate(jobs):
             if j.params.init == "content":
@@ -345,90 +315,12 @@ class StyleTransfer:
         return torch.cat(imgs).clone()
 
 
-class _Objective:
-    """Per-row losses of a batch: `(x (R, 3, H, W), rows (R,) or None = all) -> dict of (R,)`
-    (content, style, tv, total = weighted sum). Nothing couples rows: every term is per row, and
-    the loss modules' per-row targets are restricted to `rows` when only some rows are evaluated."""
-
-    def __init__(self, jobs: Sequence[TransferJob], vgg, content_loss, style_loss):
-        p = jobs[0].params
-        dev = next(iter(style_loss.buffers())).device
-        self.vgg, self.p, self.n = vgg, p, len(jobs)
-        self.weights = torch.tensor(
-            [[j.params.content_weight, j.params.style_weight, j.params.tv_weight] for j in jobs], device=dev
-        )  # (B, 3)
-        self.use_tv = bool((self.weights[:, 2] > 0).any())  # skip the work when every tv_weight is 0
-        layers = list(dict.fromkeys((p.content_layers if p.content_loss == "mse" else ()) + p.style_layers))
-        # LPIPS content on the same backbone module as the style VGG (e.g. vgg16-hed for both):
-        # one forward serves both losses instead of two.
-        self.shared = isinstance(content_loss, _LPIPSContent) and content_loss.model.backbone is vgg
-        if self.shared:
-            layers = list(dict.fromkeys(layers + list(content_loss.model.layers)))
-        self.layers = layers
-        self.full = (content_loss, style_loss)
-        self._subsets: dict[tuple[int, ...], tuple] = {}
-
-    def _losses_for(self, rows: torch.Tensor | None) -> tuple:
-        """(content loss, style loss, weights (R, 3)) restricted to `rows`."""
-        key = tuple(rows.tolist()) if rows is not None else tuple(range(self.n))
-        if key == tuple(range(self.n)):
-            return self.full + (self.weights,)
-        if key not in self._subsets:
-            self._subsets = {key: tuple(_take_rows(m, rows) for m in self.full)}  # only the latest active set
-        return self._subsets[key] + (self.weights.index_select(0, rows),)
-
-    def __call__(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        content_loss, style_loss, w = self._losses_for(rows)
-        feats = self.vgg(x, self.layers)
-        if self.p.content_loss == "mse":
-            lc = content_loss(feats)  # (R,)
-        else:
-            lc = content_loss.from_features(feats) if self.shared else content_loss(x)
-        ls = style_loss(feats)
-        lt = total_variation(x) if self.use_tv else torch.zeros_like(ls)
-        return dict(content=lc, style=ls, tv=lt, total=w[:, 0] * lc + w[:, 1] * ls + w[:, 2] * lt)
-
-
-def _take_rows(loss: torch.nn.Module, rows: torch.Tensor) -> torch.nn.Module:
-    """A per-row loss module restricted to `rows`: its targets are indexed, never recomputed."""
-    if isinstance(loss, _LPIPSContent):
-        return loss.take(rows)
-    sub = copy.copy(loss)  # ContentLoss / StyleLoss: every buffer is (B, ...)
-    object.__setattr__(sub, "_buffers", {k: v.index_select(0, rows) for k, v in loss._buffers.items()})
-    return sub
-
-
-class _LPIPSContent(torch.nn.Module):
-    """The founding paper's perceptual content loss: LPIPS(output, content), (B,).
-
-    The content's LPIPS features are computed once; only the output's are recomputed per step."""
-
-    def __init__(self, model, contents: torch.Tensor | None, target: list[torch.Tensor] | None = None):
-        super().__init__()
-        self.model = model
-        if target is None:
-            with torch.no_grad():
-                target = model.features(contents)
-        self.target = target  # per LPIPS layer: (B, C_l, H_l, W_l)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.distance_to_features(x, self.target)
-
-    def from_features(self, raw: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The same loss from backbone outputs already computed (a shared forward pass)."""
-        return self.model.feature_distance(self.model.normalized(dict(raw)), self.target)
-
-    def take(self, rows: torch.Tensor) -> _LPIPSContent:
-        """The same loss for `rows` (R,) of the batch only."""
-        return _LPIPSContent(self.model, None, [t.index_select(0, rows) for t in self.target])
-
-
 def _check_compatible(a: TransferJob, b: TransferJob) -> None:
     for f in BATCH_FIELDS:
         if getattr(a.params, f) != getattr(b.params, f):
             raise ValueError(f"rows in one batch must share '{f}': {getattr(a.params, f)!r} != {getattr(b.params, f)!r}")
-    ha = output_size(tuple(a.content.shape[-2:]), a.params.size)
-    hb = output_size(tuple(b.content.shape[-2:]), b.params.size)
+    ha = output_size(hw_of(a.content), a.params.size)
+    hb = output_size(hw_of(b.content), b.params.size)
     if ha != hb:
         raise ValueError(f"rows in one batch must share the output size: {ha} != {hb}")
 

@@ -193,21 +193,22 @@ def test_deterministic_under_seed_and_weights_labelled():
 
 
 def test_style_targets_computed_once_per_style(monkeypatch):
-    import stylecore.transfer as T
+    from stylecore.losses import STYLE_LOSS_KINDS
 
-    calls: list[tuple] = []
-    real = T.gram_matrix
-    monkeypatch.setattr(T, "gram_matrix", lambda f, normalize=False: calls.append(f.shape) or real(f, normalize))
+    calls: list[int] = []
+    kind = STYLE_LOSS_KINDS["gram"]
+    real = type(kind).targets
+    monkeypatch.setattr(type(kind), "targets", lambda self, feats, seed: calls.append(len(feats)) or real(self, feats, seed))
     eng = StyleTransfer("cpu")
     s = torch.rand(1, 3, 20, 20)
     p = Params(size=20, iterations=1, weights="random", style_layers=("relu1_1", "relu2_1"), content_layers=("relu1_2",))
     jobs = [TransferJob(torch.rand(1, 3, 20, 20), (s,), p.replace(seed=i), style_keys=("s.jpg",)) for i in range(3)]
     eng.run(jobs[:1])
-    assert len(calls) == 2  # one Gram target per style layer
+    assert calls == [2]  # one target per style image (both style layers)
     eng.run(jobs[1:])
-    assert len(calls) == 2 and len(eng._gram_cache) == 1  # reused for the later rows
+    assert calls == [2] and len(eng._gram_cache) == 1  # reused for the later rows
     eng.run([TransferJob(jobs[0].content, (s,), p.replace(style_scale=0.5), style_keys=("s.jpg",))])
-    assert len(calls) == 4  # another style size is another target
+    assert calls == [2, 2]  # another style size is another target
 
 
 def test_blend_multiscale_and_original_colors_run():
