@@ -9,10 +9,13 @@ are those of the iterate *after* step k (L-BFGS: the start point of iteration k 
 evaluation; Adam: the evaluation of step k + 1, or the final one), so a row with n steps records
 exactly n entries, the last one the losses of the returned image.
 
-Convergence (`settings.tol` > 0): a row stops after step k when its total loss changed by at most
-`tol` (relative) over the last `settings.window` steps: |L[k - window] - L[k]| <= tol |L[k - window]|,
-with L[0] the loss of the starting image. A window (not one step) because L-BFGS's per-step
-change is noisy: a short line search can nearly stall for one step and recover the next.
+Convergence (`settings.tol` > 0): a row stops after step k when the lowest total loss of its last
+`settings.window` steps is lower than the lowest of the `window` steps before those by at most
+`tol` (relative): min(L[k-2w+1..k-w]) - min(L[k-w+1..k]) <= tol |min(L[k-2w+1..k-w])|.
+Best-of-window, not two single points nor means, because neither curve is smooth: Adam's
+oscillates (at lr 0.02 a loss can swing 2x between neighbouring steps early on, so two points a
+window apart can match by chance), and L-BFGS's jumps up where a chunk ends with the [0, 1] clamp
+(a mean over a window holding the jump can look flat while the row still improves ~5% per window).
 `iterations` stays a cap. A retired row keeps its image; its batch-mates go on (per-row L-BFGS
 state in `stylecore.optim.BatchedLBFGS`, one Adam per row here).
 """
@@ -35,8 +38,9 @@ from stylecore.params import Params
 # step; the row is clamped to [0, 1] between its chunks.
 LBFGS_CHUNK = 25
 
-# Steps over which `tol` is measured (see the module doc): 10 steps of L-BFGS at 256 px is where
-# its loss curve's wiggles average out (measured on the samples); Adam's curve is smoother.
+# Steps per window of the `tol` test (see the module doc; a row needs 2 windows before it can stop):
+# 10 averages out Adam's step-to-step swings and L-BFGS's clamp jumps while costing at most ~20
+# steps past the point where progress stalled.
 CONVERGENCE_WINDOW = 10
 
 
@@ -82,13 +86,10 @@ class _Rows:
 
     def __init__(self, n: int, settings: OptimSettings, on_step: StepFn):
         self.settings, self.on_step = settings, on_step
-        self.totals: list[deque[float]] = [deque(maxlen=settings.window + 1) for _ in range(n)]
+        self.totals: list[deque[float]] = [deque(maxlen=2 * settings.window) for _ in range(n)]
         self.recorded = [0] * n
         self.stopped = ["cap"] * n
         self.tols = list(settings.tol) if isinstance(settings.tol, tuple) else [settings.tol] * n
-
-    def start(self, i: int, total: float) -> None:
-        self.totals[i].append(total)  # L[0]: the starting image
 
     def record(self, i: int, terms: Mapping[str, float], image: Callable[[], Tensor], check: bool = True) -> bool:
         """Record row i's next step; True when it must stop there."""
@@ -97,9 +98,10 @@ class _Rows:
         if self.on_step(i, self.recorded[i], terms, image) and check:
             self.stopped[i] = "stopped"
             return True
-        if check and self.tols[i] > 0 and self.recorded[i] >= self.settings.window:
-            old, new = self.totals[i][0], self.totals[i][-1]
-            if abs(old - new) <= self.tols[i] * abs(old):
+        w, totals = self.settings.window, self.totals[i]
+        if check and self.tols[i] > 0 and len(totals) == 2 * w:
+            old, new = min(list(totals)[:w]), min(list(totals)[w:])
+            if old - new <= self.tols[i] * abs(old):
                 self.stopped[i] = "converged"
                 return True
         return False
@@ -149,8 +151,7 @@ def _lbfgs(objective: Objective, x: Tensor, s: OptimSettings, rows: _Rows) -> tu
 
     def on_iter(i: int, n_iter: int, start_loss: float) -> bool:
         terms = next((t for t in reversed(seen[i]) if t["total"] == start_loss), seen[i][-1])
-        if n_iter == 1:
-            rows.start(i, terms["total"])
+        if n_iter == 1:  # the starting image: not a step
             return False
         return rows.record(i, terms, lambda: opt.rows[i].view(1, *opt.shape))
 
@@ -180,9 +181,7 @@ def _adam(objective: Objective, x: Tensor, s: OptimSettings, rows: _Rows) -> tup
         torch.autograd.backward(total)
         terms = _terms(ls)
         for i, t in zip(list(active), terms):
-            if step == 1:
-                rows.start(i, t["total"])
-            elif rows.record(i, t, image(i)):
+            if step > 1 and rows.record(i, t, image(i)):  # step 1 evaluates the starting image
                 active.remove(i)
         with torch.no_grad():
             for i in active:

@@ -7,8 +7,10 @@ import time
 import pytest
 import torch
 
+from stylecore.loop import CONVERGENCE_WINDOW
 from stylecore.params import Params
 from stylecore.transfer import Snapshot, StyleTransfer, TransferJob
+from tests.stylecore.test_transfer import batch_invariant_kernels
 
 LAYERS = dict(weights="random", style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_2",))
 
@@ -56,3 +58,41 @@ def test_a_passed_deadline_stops_rows_as_timeout_at_the_output_size(optimizer):
         assert r.image.shape == (3, 24, 32) and len(r.history["total"]) == 1
     far = StyleTransfer("cpu").run(jobs[:1], deadline=time.monotonic() + 3600)[0]
     assert far.stopped == "cap" and far.steps == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer,tol,cap", [("lbfgs", 5e-2, 100), ("adam", 5e-2, 200)])
+def test_a_row_with_tol_converges_before_the_cap_and_records_it(optimizer, tol, cap):
+    r = StyleTransfer("cpu").run([_job(0, optimizer=optimizer, iterations=cap, scales=1, tol=tol)])[0]
+    w = CONVERGENCE_WINDOW
+    assert r.stopped == "converged" and 2 * w <= r.steps < cap and r.scale_steps == [r.steps]
+    h = r.history["total"]
+    assert len(h) == r.steps
+
+    def met(k: int) -> bool:  # the window test after step k (1-based) on the recorded losses
+        old, new = min(h[k - 2 * w : k - w]), min(h[k - w : k])
+        return old - new <= tol * abs(old)
+
+    assert met(r.steps) and not any(met(k) for k in range(2 * w, r.steps))  # it stopped at the first step that met it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer,tol,cap", [("lbfgs", 5e-2, 60), ("adam", 1e-1, 80)])
+def test_a_row_converging_early_leaves_its_batch_mate_as_alone(optimizer, tol, cap):
+    """Row 0 converges early and retires; row 1 (tol 0) goes on: bitwise its lone run (with
+    batch-invariant kernels, as for every batched row), and row 0 is bitwise its own lone run."""
+    jobs = [_job(0, optimizer=optimizer, iterations=cap, scales=1, tol=tol), _job(1, optimizer=optimizer, iterations=cap, scales=1)]
+    with batch_invariant_kernels():
+        batched = StyleTransfer("cpu").run(jobs)
+        alone = [StyleTransfer("cpu").run([j])[0] for j in jobs]
+    assert batched[0].stopped == "converged" and batched[0].steps < cap
+    assert batched[1].stopped == "cap" and batched[1].steps == cap
+    for b, a in zip(batched, alone):
+        assert torch.equal(b.image, a.image) and b.steps == a.steps and b.history == a.history and b.stopped == a.stopped
+
+
+@pytest.mark.slow
+def test_convergence_ends_a_coarse_scale_and_the_row_goes_on_to_the_next():
+    r = StyleTransfer("cpu").run([_job(0, iterations=100, scales=2, tol=5e-2)])[0]
+    assert len(r.scale_steps) == 2 and r.scale_steps[0] < 100 and r.scale_steps[1] >= 1
+    assert r.steps == sum(r.scale_steps) == len(r.history["total"])
