@@ -183,7 +183,8 @@ def build_objective(
     lpips: Callable[[], Any],
 ) -> Objective:
     """The objective of a batch at one scale: `contents` (B, 3, H, W) at this scale, each row's style
-    images, the style VGG, the style-target cache and a loader of the LPIPS model (only called for
+    images, the style VGG's forward (`(x, layers) -> features`; its `.module`, if any, is the VGG
+    module, compared with the LPIPS backbone), the style-target cache and a loader of the LPIPS model (only called for
     `content_loss="lpips"`). Rows share the BATCH_FIELDS (layers, losses, weights)."""
     p0, dev = params[0], contents.device
     layers = list(p0.style_layers)
@@ -196,7 +197,7 @@ def build_objective(
     else:
         model = lpips()
         loss = LPIPSContentLoss(model, contents)
-        if model.backbone is vgg:  # e.g. vgg16-hed for both: one forward serves both losses
+        if model.backbone is getattr(vgg, "module", vgg):  # e.g. vgg16-hed for both: one forward serves both losses
             terms["content"] = SharedLPIPSTerm(loss)
             layers += list(model.layers)
         else:

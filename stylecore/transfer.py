@@ -28,11 +28,12 @@ from stylecore.images import resize_tensor as resize
 from stylecore.loop import LBFGS_CHUNK, OptimSettings, StepFn, optimize_scale  # noqa: F401 - LBFGS_CHUNK: benchmarks read it here
 from stylecore.objective import StyleTargets, build_objective, output_size
 from stylecore.params import Params, check_job
+from stylecore.precision import PRECISIONS, Features, autocast_dtype  # noqa: F401 - PRECISIONS: the valid names, re-exported
+from stylecore.vgg import VGGFeatures
 from stylecore.weights import load_vgg
 
 if TYPE_CHECKING:
     from stylecore.lpips import LPIPS
-    from stylecore.vgg import VGGFeatures
     from stylecore.weights import ResolvedWeights
 
 
@@ -191,7 +192,14 @@ class _Tracker:
 class StyleTransfer:
     """The engine. Holds the models for its device; `run` optimises a batch of rows."""
 
-    def __init__(self, device: str | torch.device | None = None, style_cache_bytes: int = GRAM_CACHE_BYTES, batch_invariant: bool = False):
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        style_cache_bytes: int = GRAM_CACHE_BYTES,
+        batch_invariant: bool = False,
+        precision: str = "auto",
+        compile: bool | str = False,
+    ):
         """`batch_invariant`: optimise the rows of a batch one at a time, so that each row's image is
         bitwise the image of a lone run (`run([job])`). Without it the rows share one batched
         forward + backward per evaluation; each row still has its own losses, optimiser state and
@@ -200,8 +208,15 @@ class StyleTransfer:
         and L-BFGS's line searches amplify that over tens of steps (2 threads, 48-256 px, 20-30
         steps: mean 0-5 of 255, metrics within ~4%; Adam < 0.01 of 255). Cost: the batching
         speed-up, small on the CPU (batch of 4, per step: 1.12x at 96x128, 0.9x at 192x256 with one
-        thread; ~1.6x at 48x64), most of it on a GPU. Progress then reports each row's steps in turn."""
+        thread; ~1.6x at 48x64), most of it on a GPU. Progress then reports each row's steps in turn.
+
+        `precision` (PRECISIONS): the VGG forward under bf16/fp16 autocast, losses in fp32; "auto"
+        is bf16 (else fp16) on CUDA and fp32 on the CPU. `compile`: `torch.compile` the VGG forward
+        (True: inductor; a string names the backend). On CUDA activations are channels_last."""
         self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = autocast_dtype(precision, self.device)
+        self.precision, self.compile = precision, compile
+        self._features: dict[int, Features] = {}  # by id of the cached VGG module
         self.batch_invariant = batch_invariant
         # Style targets by (style key, style side, weights, pooling, layers, loss, seed if used, device).
         self.style_targets = StyleTargets(style_cache_bytes, self.device)
@@ -210,6 +225,13 @@ class StyleTransfer:
     # ------------------------------------------------------------------ models
     def vgg(self, params: Params) -> tuple[VGGFeatures, ResolvedWeights]:
         return load_vgg(params.weights, params.pooling, self.device)
+
+    def features(self, vgg: VGGFeatures) -> Features:
+        """The forward the objective calls (precision, memory format, compile) for a cached VGG."""
+        f = self._features.get(id(vgg))
+        if f is None or f.module is not vgg:
+            f = self._features[id(vgg)] = Features(vgg, self.dtype, self.device.type == "cuda", self.compile)
+        return f
 
     def lpips(self, params: Params) -> LPIPS:
         from stylecore.lpips import load_lpips  # only needed for the perceptual content loss
@@ -247,6 +269,7 @@ class StyleTransfer:
         for j in jobs:  # a clear error, not a pooling shape error, for images too small for the layers
             check_job(j.params, hw_of(j.content), [hw_of(s) for s in j.styles])
         vgg, rw = self.vgg(p0)
+        feats = self.features(vgg)
         plan = scale_plan(p0)
         track = _Tracker(jobs, progress, snapshot, deadline, row0, sum(it for _, it in plan), len(plan))
         x: torch.Tensor | None = None
@@ -263,7 +286,7 @@ class StyleTransfer:
                 [j.styles for j in jobs],
                 [j.style_keys for j in jobs],
                 long_side,
-                vgg,
+                feats,
                 self.style_targets,
                 lambda: self.lpips(p0),
             )

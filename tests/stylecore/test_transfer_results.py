@@ -7,7 +7,9 @@ import time
 import pytest
 import torch
 
+from stylecore.images import resize_tensor
 from stylecore.loop import CONVERGENCE_WINDOW
+from stylecore.optim import EMA
 from stylecore.params import Params
 from stylecore.transfer import Snapshot, StyleTransfer, TransferJob
 from tests.stylecore.test_transfer import batch_invariant_kernels
@@ -96,3 +98,30 @@ def test_convergence_ends_a_coarse_scale_and_the_row_goes_on_to_the_next():
     r = StyleTransfer("cpu").run([_job(0, iterations=100, scales=2, tol=5e-2)])[0]
     assert len(r.scale_steps) == 2 and r.scale_steps[0] < 100 and r.scale_steps[1] >= 1
     assert r.steps == sum(r.scale_steps) == len(r.history["total"])
+
+
+def test_ema_of_constant_and_geometric_inputs():
+    e = EMA(torch.full((2,), 4.0), 0.9)
+    assert torch.allclose(e.get(), torch.full((2,), 4.0))  # bias-corrected: the first value itself
+    for _ in range(5):
+        e.update(torch.full((2,), 4.0))
+    assert torch.allclose(e.get(), torch.full((2,), 4.0))
+    e = EMA(torch.zeros(1), 0.5)
+    e.update(torch.ones(1))  # weights 0.5 (old) and 1 (new), normalised: 1 / 1.5
+    assert torch.allclose(e.get(), torch.tensor([1 / 1.5]))
+
+
+def test_adam_ema_returns_the_bias_corrected_average_of_the_iterates():
+    """The raw Adam trajectory is the same with or without `ema` (the average does not feed back):
+    the ema run's image is the average of the ema=0 run's iterates, which its snapshots give."""
+    job = _job(0, optimizer="adam", iterations=10, scales=1, snapshot_every=1)
+    snaps: list[Snapshot] = []
+    raw = StyleTransfer("cpu").run([job], snapshot=snaps.append)[0]
+    d = 0.8
+    avg = StyleTransfer("cpu").run([TransferJob(job.content, job.styles, job.params.replace(ema=d))])[0]
+    iterates = [resize_tensor(job.content, (24, 32))[0]] + [s.image for s in snaps]  # steps 0..10
+    n = len(iterates) - 1
+    want = sum((1 - d) * d ** (n - k) * it for k, it in enumerate(iterates)) / (1 - d ** (n + 1))
+    assert torch.allclose(avg.image, want, atol=1e-5)
+    assert (avg.image - raw.image).abs().mean() > 1e-3  # the average is not the last iterate
+    assert avg.steps == raw.steps == 10 and avg.stopped == "cap"
