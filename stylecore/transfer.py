@@ -29,6 +29,7 @@ from stylecore.loop import LBFGS_CHUNK, OptimSettings, StepFn, optimize_scale  #
 from stylecore.objective import StyleTargets, build_objective, output_size
 from stylecore.params import Params, check_job
 from stylecore.precision import PRECISIONS, Features, autocast_dtype  # noqa: F401 - PRECISIONS: the valid names, re-exported
+from stylecore.schedule import scale_plan
 from stylecore.vgg import VGGFeatures
 from stylecore.weights import load_vgg
 
@@ -131,13 +132,8 @@ def batch_key(params: Params, content_hw: tuple[int, int]) -> tuple[Any, ...]:
 
 
 def scale_sizes(params: Params) -> list[int]:
-    """Long sides, coarse to fine: size / 2^(n-1), ..., size."""
-    return [max(16, round(params.size / 2 ** (params.scales - 1 - i))) for i in range(params.scales)]
-
-
-def scale_plan(params: Params) -> list[tuple[int, int]]:
-    """(long side, iterations) per scale, coarse to fine."""
-    return [(side, params.iterations) for side in scale_sizes(params)]
+    """Long sides of the scales, coarse to fine (`stylecore.schedule.scale_plan`)."""
+    return [s.long_side for s in scale_plan(params)]
 
 
 class _Tracker:
@@ -271,10 +267,10 @@ class StyleTransfer:
         vgg, rw = self.vgg(p0)
         feats = self.features(vgg)
         plan = scale_plan(p0)
-        track = _Tracker(jobs, progress, snapshot, deadline, row0, sum(it for _, it in plan), len(plan))
+        track = _Tracker(jobs, progress, snapshot, deadline, row0, sum(s.iterations for s in plan), len(plan))
         x: torch.Tensor | None = None
         stopped = ["cap"] * len(jobs)
-        for si, (long_side, iterations) in enumerate(plan):
+        for si, (long_side, iterations) in enumerate((s.long_side, s.iterations) for s in plan):
             if x is not None and track.past_deadline():
                 stopped = ["timeout"] * len(jobs)  # no time for the finer scales
                 break
