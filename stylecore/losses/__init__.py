@@ -38,6 +38,7 @@ from stylecore.losses.functional import (
 )
 from stylecore.losses.style import (
     HISTOGRAM,
+    RECOMMENDED_HISTOGRAM_WEIGHT,
     STYLE_LOSS_KINDS,
     GramKind,
     HistogramKind,
@@ -64,6 +65,7 @@ from stylecore.losses.style import (
 __all__ = [
     "HISTOGRAM",
     "N_QUANTILES",
+    "RECOMMENDED_HISTOGRAM_WEIGHT",
     "STYLE_LOSS_KINDS",
     "ContentLoss",
     "GramKind",
