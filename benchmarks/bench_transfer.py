@@ -20,6 +20,11 @@ each chunk start, but is more exposed to load spikes). `evals/step` = mean objec
 per step; `per eval` = median of step / (its evaluations x floor): the engine's own overhead per
 evaluation, with the optimiser's evaluation count taken out.
 The 1-minute load average is printed per row: on a shared machine, re-run when it is quiet.
+
+A second table gives the per-evaluation cost of the composed objective (`stylecore.objective`)
+for each style loss of the registry (and gram + the histogram term) against the bare VGG forward
++ backward to the same layers: objective forward + backward / floor, paired and interleaved,
+medians (`--objective-only` prints just this one).
 """
 
 from __future__ import annotations
@@ -33,9 +38,12 @@ from pathlib import Path
 
 import torch
 
-from stylecore.images import load_tensor
+from stylecore.images import load_tensor, resize_tensor
+from stylecore.losses import STYLE_LOSS_KINDS
 from stylecore.lpips import LPIPS_LAYERS, load_lpips
+from stylecore.objective import StyleTargets, build_objective
 from stylecore.params import Params
+from stylecore.precision import Features
 from stylecore.transfer import Progress, StyleTransfer, TransferJob, output_size
 from stylecore.weights import load_vgg
 
@@ -119,18 +127,74 @@ def measure(engine: StyleTransfer, content: torch.Tensor, style: torch.Tensor, p
     }
 
 
+def objective_cost(content: torch.Tensor, style: torch.Tensor, params: Params, device: torch.device, reps: int) -> dict[str, float]:
+    """Median objective forward + backward (s) and bare VGG forward + backward to the same layers,
+    one row at `params.size`, interleaved; and the median of their paired ratio."""
+    vgg, _ = load_vgg(params.weights, params.pooling, device)
+    hw = output_size(tuple(content.shape[-2:]), params.size)
+    contents = resize_tensor(content.to(device), hw)
+    targets = StyleTargets(2**28, device)
+    obj = build_objective([params], contents, [(style,)], [None], params.size, Features(vgg, None, False, False), targets, lambda: None)
+    x = contents.clone().requires_grad_(True)
+
+    def timed(fn: Callable[[], torch.Tensor]) -> float:
+        t = time.perf_counter()
+        fn().backward()
+        x.grad = None
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    def composed() -> torch.Tensor:
+        return obj(x)["total"].sum()
+
+    def bare() -> torch.Tensor:
+        return sum((f.sum() for f in vgg(x, obj.layers).values()), x.new_zeros(()))
+
+    for _ in range(2):  # warm-up
+        timed(composed), timed(bare)
+    pairs = [(timed(composed), timed(bare)) for _ in range(reps)]
+    return {
+        "objective": statistics.median(a for a, _ in pairs),
+        "floor": statistics.median(b for _, b in pairs),
+        "ratio": statistics.median(a / b for a, b in pairs),
+    }
+
+
+def objective_table(content: torch.Tensor, style: torch.Tensor, sizes: list[int], device: torch.device, reps: int) -> None:
+    header = f"{'size':>5} {'style loss':>14} {'objective ms':>12} {'floor ms':>8} {'ratio':>6}  load"
+    print("\ncomposed objective (content mse + style + tv) vs bare VGG forward + backward, one row")
+    print(header)
+    print("-" * len(header))
+    for size in sizes:
+        for name in [*sorted(STYLE_LOSS_KINDS), "gram+hist"]:
+            p = Params(size=size, weights=WEIGHTS, style_loss=name.split("+")[0], histogram_weight=1.0 if "hist" in name else 0.0)
+            m = objective_cost(content, style, p, device, reps)
+            print(
+                f"{size:>5} {name:>14} {m['objective'] * 1e3:12.1f} {m['floor'] * 1e3:8.1f} {m['ratio']:5.2f}x  {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     ap.add_argument("--steps", type=int, default=30, help="timed optimisation steps per configuration")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=15, help="timed evaluations per style loss in the objective table")
+    ap.add_argument("--objective-only", action="store_true", help="print only the objective-cost table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     content = load_tensor(SAMPLES / "content" / "tubingen.jpg")
     style = load_tensor(SAMPLES / "style" / "starry_night.jpg")
     engine = StyleTransfer(device)
+    if args.objective_only:
+        print(f"start: {load_avg()}")
+        objective_table(content, style, args.sizes, device, args.reps)
+        print(f"end: {load_avg()}")
+        return
     print(
         f"stylecore engine vs floor | weights {WEIGHTS} | device {device} | threads {torch.get_num_threads()} | torch {torch.__version__}"
     )
@@ -157,6 +221,7 @@ def main() -> None:
                     f"{os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
+    objective_table(content, style, args.sizes, device, args.reps)
     print(f"end: {load_avg()}  (target: ratio <= 1.15x)")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,7 +42,7 @@ class LBFGSState:
     H_diag: float | Tensor = 1
     prev_flat_grad: Tensor | None = None  # (N,)
     prev_loss: float | None = None
-    al: list | None = None
+    al: list[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class LBFGSConfig:
     history_size: int = 100
 
 
-def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+def _cubic_interpolate(x1: Any, f1: Any, g1: Any, x2: Any, f2: Any, g2: Any, bounds: tuple[Any, Any] | None = None) -> Any:
     """Minimiser of the cubic through (x1, f1, g1), (x2, f2, g2), clipped to `bounds` (torch's)."""
     if bounds is not None:
         xmin_bound, xmax_bound = bounds
@@ -72,14 +73,26 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     return (xmin_bound + xmax_bound) / 2.0
 
 
-def _trial(x: Tensor, t, d: Tensor) -> Tensor:
+def _trial(x: Tensor, t: Any, d: Tensor) -> Tensor:
     """x + t d, computed as torch's `_directional_evaluate` does (in-place add with alpha)."""
     return x.clone().add_(d, alpha=t)
 
 
-def _strong_wolfe(x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+def _strong_wolfe(
+    x: Tensor,
+    t: Any,
+    d: Tensor,
+    f: Any,
+    g: Tensor,
+    gtd: Any,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    tolerance_change: float = 1e-9,
+    max_ls: int = 25,
+) -> Generator[Tensor, Evaluation, tuple[Any, Tensor, Any, int]]:
     """torch's `_strong_wolfe` as a generator: yields trial points x + t d; returns
-    (f_new, g_new, t, ls_func_evals)."""
+    (f_new, g_new, t, ls_func_evals). The numbers typed Any (t, f, gtd) are Python floats or 0-d
+    tensors exactly as in torch's code: their mixed arithmetic is kept for bitwise-equal iterates."""
     d_norm = d.abs().max()
     g = g.clone(memory_format=torch.contiguous_format)
     f_new, g_new = yield _trial(x, t, d)
@@ -181,6 +194,7 @@ def lbfgs_step(x: Tensor, state: LBFGSState, cfg: LBFGSConfig, max_iter: int, ma
             d = flat_grad.neg()
             old_dirs, old_stps, ro, H_diag = [], [], [], 1
         else:
+            assert prev_flat_grad is not None and d is not None and t is not None  # set by iteration 1
             y = flat_grad.sub(prev_flat_grad)  # (N,)
             s = d.mul(t)
             ys = y.dot(s)
@@ -210,7 +224,8 @@ def lbfgs_step(x: Tensor, state: LBFGSState, cfg: LBFGSConfig, max_iter: int, ma
             prev_flat_grad.copy_(flat_grad)
         prev_loss = loss
         # ---- step length
-        t = min(1.0, 1.0 / flat_grad.abs().sum()) * cfg.lr if state.n_iter == 1 else cfg.lr
+        inv_l1: Any = 1.0 / flat_grad.abs().sum()  # a 0-d tensor, kept as torch keeps it
+        t = min(1.0, inv_l1) * cfg.lr if state.n_iter == 1 else cfg.lr
         gtd = flat_grad.dot(d)
         if gtd > -cfg.tolerance_change:  # directional derivative below tolerance
             break

@@ -104,3 +104,23 @@ def test_row_at_an_optimum_takes_no_step():
     x, steps = minimize_rows(x0, lambda x, rows: ((x - 0.5) ** 2).sum(1) * (rows == 1), CFG, 10)  # row 0: constant 0
     assert steps[0] == 0 and torch.equal(x[0], x0[0])
     assert steps[1] >= 1 and torch.allclose(x[1], torch.full((2,), 0.5, dtype=torch.float64))
+
+
+def test_a_row_retired_by_on_iter_keeps_its_point_and_the_others_go_on():
+    """`on_iter` returning True as row 0 starts iteration 5 retires it with 4 steps, at exactly the
+    point 4 iterations alone give; row 1 runs on, bitwise as alone."""
+    a = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    x0 = _start(2)
+    started: list[tuple[int, int]] = []
+
+    def on_iter(row: int, n_iter: int, start_loss: float) -> bool:
+        started.append((row, n_iter))
+        return row == 0 and n_iter == 5
+
+    opt = BatchedLBFGS(x0, CFG, iterations=30, chunk=30)
+    x = opt.run(lambda x, rows: rosenbrock(x, a[rows]), on_iter=on_iter)
+    assert opt.steps == [4, 30] and opt.retired == [True, False]
+    assert [n for r, n in started if r == 0] == [1, 2, 3, 4, 5] and [n for r, n in started if r == 1] == list(range(1, 31))
+    four, _ = minimize_rows(x0[:1], lambda x, rows: rosenbrock(x, a[:1]), CFG, 4, 30)
+    alone, _ = minimize_rows(x0[1:], lambda x, rows: rosenbrock(x, a[1:]), CFG, 30, 30)
+    assert torch.equal(x[0], four[0]) and torch.equal(x[1], alone[0])
