@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.nn import functional as nnf
 
 # Default number of stored quantile levels per direction/channel (sliced_w, histogram targets).
 N_QUANTILES = 256
@@ -149,15 +150,15 @@ def gaussian_energy(mu_t: torch.Tensor, cov_t: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------- quantiles (sliced_w, histogram)
 def resample_quantiles(q: torch.Tensor, n: int) -> torch.Tensor:
     """A quantile function sampled at Q levels (j + 1/2) / Q, (..., Q), resampled to the n levels
-    (i + 1/2) / n by linear interpolation (constant beyond the outermost levels) -> (..., n)."""
+    (i + 1/2) / n by linear interpolation (constant beyond the outermost levels) -> (..., n).
+
+    That is exactly `interpolate(mode="linear", align_corners=False)` (source position
+    (i + 1/2) Q / n - 1/2, clamped to [0, Q - 1]); its kernel is ~5x faster than a gather."""
     qn = q.shape[-1]
     if qn == n:
         return q
-    pos = ((torch.arange(n, device=q.device, dtype=torch.float64) + 0.5) * (qn / n) - 0.5).clamp(0, qn - 1)  # (n,)
-    lo = pos.floor().long().clamp(max=qn - 1)
-    hi = (lo + 1).clamp(max=qn - 1)
-    t = (pos - lo).to(q.dtype)
-    return q[..., lo] * (1 - t) + q[..., hi] * t
+    flat = q.reshape(1, -1, qn)  # (1, prod(...), Q)
+    return nnf.interpolate(flat, size=n, mode="linear", align_corners=False).reshape(*q.shape[:-1], n)
 
 
 def quantiles(x: torch.Tensor, n_quantiles: int = N_QUANTILES) -> torch.Tensor:
