@@ -319,3 +319,16 @@ def test_each_loss_stylises_on_real_features(kind, hed, content_path, style_path
     with torch.no_grad():
         assert style_loss(vgg(out, layers)).item() < 0.5 * start
     assert gram_distance(out, style, vgg, layers).item() < 0.8 * gram_distance(content, style, vgg, layers).item()
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS, ids=IDS)
+def test_a_rows_gradient_is_its_own_alone_or_in_a_batch(kind):
+    g = torch.Generator().manual_seed(0)
+    styles = [{"a": torch.randn(1, 16, 9, 9, generator=g)} for _ in range(3)]
+    targets = {"a": torch.cat([kind.targets(s, i)["a"] for i, s in enumerate(styles)])}
+    x = torch.randn(3, 16, 8, 8, generator=g).requires_grad_(True)
+    kind.module(targets, torch.ones(3, 1), [0, 1, 2])({"a": x}).sum().backward()
+    x0 = x.detach()[1:2].clone().requires_grad_(True)
+    kind.module({"a": targets["a"][1:2]}, torch.ones(1, 1), [1])({"a": x0}).sum().backward()
+    assert x.grad is not None and x0.grad is not None
+    torch.testing.assert_close(x.grad[1:2], x0.grad, rtol=1e-6, atol=1e-9)
