@@ -138,7 +138,9 @@ def run_engine(st, content: torch.Tensor, style: torch.Tensor, params, measure: 
     job = TransferJob(content, (style,), params)
     if "snapshot" in inspect.signature(st.run).parameters:
         tr.via = "snapshot hook"
-        res = st.run([job.__class__(content, (style,), params.replace(snapshot_every=every))], snapshot=lambda s: on_image(s.step, s.image))[0]
+        res = st.run(
+            [job.__class__(content, (style,), params.replace(snapshot_every=every))], snapshot=lambda s: on_image(s.step, s.image)
+        )[0]
     else:
         tr.via = "chunk hook (engine without snapshot)"
         res = _run_with_chunk_hook(st, job, every, on_image)
@@ -182,9 +184,9 @@ def _run_with_chunk_hook(st, job, every: int, on_image: Callable[[int, torch.Ten
 
 # ----------------------------------------------------------------------------- quality
 def make_measure(vgg, content: torch.Tensor, style: torch.Tensor) -> tuple[Measure, str]:
+    from stylecore.catalog import WeightsError
     from stylecore.lpips import load_lpips
     from stylecore.metrics import gram_distance
-    from stylecore.catalog import WeightsError
 
     try:
         lp, which = load_lpips("vgg16-imagenet"), "vgg16-imagenet"
@@ -246,7 +248,9 @@ def main() -> None:
     if out:
         out.mkdir(parents=True, exist_ok=True)
     pairs = [tuple(p.split(":")) for p in args.pairs.split(",") if p]
-    print(f"time to quality at {args.size} px, {WEIGHTS}, {torch.get_num_threads()} thread(s), reference {args.ref_steps} L-BFGS steps, {args.clock} clock")
+    print(
+        f"time to quality at {args.size} px, {WEIGHTS}, {torch.get_num_threads()} thread(s), reference {args.ref_steps} L-BFGS steps, {args.clock} clock"
+    )
     for name, p in configs.items():
         print(f"  engine '{name}': iterations={p.iterations} scales={p.scales} tol={p.tol} optimizer={p.optimizer} ema={p.ema}")
     # Warm-up (oneDNN kernels, allocator) outside every timing.
@@ -263,31 +267,26 @@ def main() -> None:
             print(f"  LPIPS-content on {lp_which}; Gram distance on {WEIGHTS} (layers conv1_1..conv5_1)")
         results: dict[str, object] = {}
 
-        def run_ref() -> None:
+        for name in ["ref", *configs] if i % 2 == 0 else [*configs, "ref"]:  # alternate the order pair by pair
             la = load()
             key = f"{cname}:{sname}:{args.size}:{args.ref_steps}:{base.style_weight}:{args.clock}:{args.threads}"
-            if key in cache:
+            if name == "ref" and key in cache:
                 results["ref"] = (*cache[key], la + ", cached from an earlier process")
-                return
-            t = clock()
-            WORK.value = 0.0
-            x, n = reference(vgg, content, style, base.style_weight, args.ref_steps)
-            results["ref"] = (clock() - t, n, *measure(x), WORK.value, la)
-            if args.ref_cache:
-                cache[key] = results["ref"][:-1]
-                Path(args.ref_cache).write_text(json.dumps(cache, indent=1))
-            if out:
-                save_png(x[0], out / f"{cname}-{sname}-ref.png")
-
-        def run_engines() -> None:
-            for name, p in configs.items():
-                la = load()
-                results[name] = (run_engine(st, content, style, p, measure, args.every), la)
+            elif name == "ref":
+                t = clock()
+                WORK.value = 0.0
+                x, n = reference(vgg, content, style, base.style_weight, args.ref_steps)
+                results["ref"] = (clock() - t, n, *measure(x), WORK.value, la)
+                if args.ref_cache:
+                    cache[key] = results["ref"][:-1]
+                    Path(args.ref_cache).write_text(json.dumps(cache, indent=1))
                 if out:
-                    save_png(results[name][0].image[0], out / f"{cname}-{sname}-{len(results)}.png")
-
-        for f in (run_ref, run_engines) if i % 2 == 0 else (run_engines, run_ref):
-            f()
+                    save_png(x[0], out / f"{cname}-{sname}-ref.png")
+            else:
+                tr = run_engine(st, content, style, configs[name], measure, args.every)
+                results[name] = (tr, la)
+                if out and tr.image is not None:
+                    save_png(tr.image[0], out / f"{cname}-{sname}-engine{list(configs).index(name)}.png")
         rt, rn, rg, rd, rw, rla = results["ref"]
         print(f"\n{cname} + {sname} ({tuple(content.shape[-2:])}):")
         print(f"  reference  {rn:4d} steps {rt:7.1f} s {rw:7.1f} Mpx  gram {rg:.4f}  lpips-content {rd:.4f}  ({rla})")
@@ -301,7 +300,9 @@ def main() -> None:
                 else "never reaches it: ratio -"
             )
             tw = tr.points[-1][4]
-            print(f"  engine     {tr.steps:4d} steps {tr.seconds:7.1f} s {tw:7.1f} Mpx  gram {fg:.4f}  lpips-content {fd:.4f}  ({la}; {tr.via})")
+            print(
+                f"  engine     {tr.steps:4d} steps {tr.seconds:7.1f} s {tw:7.1f} Mpx  gram {fg:.4f}  lpips-content {fd:.4f}  ({la}; {tr.via})"
+            )
             print(f"    '{name}' {reach}; whole run {tr.seconds / rt:.3f} (work {tw / rw:.3f})")
             rows.append((cname, sname, name, hit[0] / rt if hit else None, hit[2] / rw if hit else None, tr.seconds / rt, tw / rw))
     print("\nsummary: pair, engine, ratio to reach the reference (engine s / reference s; work = Mpx evaluated), whole-run ratios")

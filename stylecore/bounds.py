@@ -119,7 +119,7 @@ def _check_best_case_sides(p: Params) -> None:
     coarsest = _scale_sides(p)[0]
     need, deepest, pools = _need(p, style=False)
     if coarsest < need:
-        field = "size" if p.scales == 1 else "scales"
+        field = "size" if len(_scale_sides(p)) == 1 else "scales"
         raise ParamError(
             field,
             f"the coarsest scale is {coarsest} px but '{deepest}' comes after {pools} pooling stages and needs "
@@ -136,8 +136,10 @@ def _check_best_case_sides(p: Params) -> None:
 
 
 def _fix_hint(p: Params, need: int) -> str:
-    if p.scales == 1:
+    if len(_scale_sides(p)) == 1:
         return f"use size >= {need} or shallower layers"
+    if p.scales == 0:
+        return "use scales=1 (single scale), a larger size, or shallower layers"
     return f"use fewer scales, size >= {need * 2 ** (p.scales - 1)}, or shallower layers"
 
 
@@ -177,9 +179,10 @@ def _fit(hw: tuple[int, int], long_side: int) -> tuple[int, int]:
 
 
 def _scale_sides(p: Params, size: int | None = None) -> list[int]:
-    """Long sides of the scales, coarse to fine (the engine's `scale_sizes`)."""
-    size = p.size if size is None else size
-    return [max(MIN_SIZE, round(size / 2 ** (p.scales - 1 - i))) for i in range(p.scales)]
+    """Long sides of the scales, coarse to fine (the engine's plan, `stylecore.schedule.scale_plan`)."""
+    from stylecore.schedule import scale_sides  # local: schedule imports params, which imports this module
+
+    return scale_sides(p.size if size is None else size, p.scales)
 
 
 def _style_side(long_side: int, style_scale: float) -> int:
@@ -226,7 +229,7 @@ def _output_problem(p: Params, content_hw: tuple[int, int], metrics: bool) -> st
     coarsest = _fit(final, _scale_sides(p)[0])
     what = f"a {final[1]}x{final[0]} output"
     if min(coarsest) < need:
-        if p.scales > 1:
+        if len(_scale_sides(p)) > 1:
             what += f", {coarsest[1]}x{coarsest[0]} at its coarsest scale,"
         short, why = min(coarsest), f"'{deepest}' comes after {pools} pooling stage(s) and needs {need} px"
     else:

@@ -128,10 +128,11 @@ class Params:
     iterations: int = field(
         default=300,
         metadata={
-            "help": "optimisation steps (at the final scale)",
+            "help": "optimisation steps (a cap when tol > 0): at each scale when scales >= 1; with scales=0 the row's total "
+            "over the pyramid, each scale getting twice the steps of the next finer one (stylecore.schedule.scale_plan)",
             "min": 0,
             "max": MAX_ITERATIONS,
-            "unit": "(steps per scale)",
+            "unit": "(steps per scale; scales=0: in all)",
             "format": ",",
         },
     )
@@ -157,7 +158,13 @@ class Params:
     style_scale: float = field(default=1.0, metadata={"help": "style image size relative to the output size", "min": 0.05, "max": 8})
     original_colors: bool = field(default=False, metadata={"help": "keep the content's colours (transfer luminance only)"})
     scales: int = field(
-        default=1, metadata={"help": "coarse-to-fine steps: 1 = single scale, n = sizes size/2^(n-1) .. size", "min": 1, "max": 6}
+        default=1,
+        metadata={
+            "help": "coarse-to-fine scales: 1 = single scale, n = sizes size/2^(n-1) .. size, 0 = auto pyramid from <= 128 px "
+            "up to size in steps of ~sqrt(2) (at most 4 scales; single scale below 128 px; see iterations)",
+            "min": 0,
+            "max": 6,
+        },
     )
     weights: str = field(default="vgg19-imagenet", metadata={"help": "weight set of the style-transfer VGG (name or state_dict path)"})
     lpips_weights: str = field(default="vgg16-imagenet", metadata={"help": "weight set of the LPIPS VGG-16 backbone (name or path)"})

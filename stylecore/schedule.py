@@ -3,30 +3,78 @@
 The engine (`stylecore.transfer`) loops over `scale_plan(params)`: it optimises at the first
 (coarsest) long side from the initial image, then upsamples the result to the next long side,
 recomputes the content and style targets there and optimises again, and so on up to `params.size`.
+
+Why a pyramid: an optimisation step costs about the pixel count, and the coarse scales settle the
+large structures of the style (the part that takes a single-scale run most of its steps) at a
+fraction of that cost; the fine scales only add the fine texture on an already stylised start.
+Consecutive scales differ by about sqrt(2) (half the pixels): a larger jump leaves blur that the
+next scale spends its steps removing. The measurements behind the defaults are in
+`benchmarks/time_to_quality.py`'s docstring.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from stylecore.params import Params
 
 # The smallest long side a scale may have (the engine's floor for any resize).
 MIN_SCALE_SIDE = 16
+# The auto pyramid (`scales=0`): its coarsest long side is min(COARSEST_SIDE, size / 2), never
+# below MIN_COARSEST_SIDE (smaller outputs run at a single scale); consecutive scales differ by STEP;
+# at most MAX_AUTO_SCALES scales (large outputs start above COARSEST_SIDE), so that the final scale
+# keeps at least 1/15 of the steps.
+COARSEST_SIDE = 128
+MIN_COARSEST_SIDE = 64
+STEP = math.sqrt(2)
+MAX_AUTO_SCALES = 4
+# Each scale gets SHARE times the steps of the next finer one; with STEP = sqrt(2) every scale then
+# costs about the same time (a step at the next finer scale costs ~2x), so most steps go to the small ones.
+SHARE = 2.0
 
 
 @dataclass(frozen=True)
 class ScaleStep:
-    """One scale of the plan: optimise at `long_side` px (long side of the image) for `iterations` steps."""
+    """One scale of the plan: optimise at `long_side` px (long side of the image) for at most `iterations` steps."""
 
     long_side: int
     iterations: int
 
 
+def scale_sides(size: int, scales: int) -> list[int]:
+    """Long sides coarse -> fine ending at `size`: `scales` = 0 the auto pyramid (steps of STEP),
+    n >= 1 the n sides size / 2^(n-1), ..., size / 2, size (each at least MIN_SCALE_SIDE px,
+    duplicates merged)."""
+    if scales > 0:
+        return sorted({max(MIN_SCALE_SIDE, round(size / 2 ** (scales - 1 - i))) for i in range(scales)})
+    coarsest = min(COARSEST_SIDE, size / 2)
+    n = 1 if coarsest < MIN_COARSEST_SIDE else min(MAX_AUTO_SCALES, 1 + math.ceil(math.log(size / coarsest) / math.log(STEP) - 1e-9))
+    return sorted({round(size / STEP ** (n - 1 - i)) for i in range(n)})
+
+
+def split_iterations(total: int, n: int, share: float = SHARE) -> list[int]:
+    """`total` steps over `n` scales coarse -> fine, in proportion share^(n-1), ..., share, 1
+    (largest remainders; sums to `total`)."""
+    w = [share ** (n - 1 - i) for i in range(n)]
+    exact = [total * v / sum(w) for v in w]
+    out = [math.floor(e) for e in exact]
+    for i in sorted(range(n), key=lambda i: (out[i] - exact[i], -i))[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
 def scale_plan(params: Params) -> list[ScaleStep]:
     """Scales coarse -> fine; the last `long_side` is `params.size`.
 
-    `scales` = n gives the long sides size / 2^(n-1), ..., size / 2, size (each at least 16 px),
-    and `iterations` steps are taken at every scale (so n * iterations steps in all)."""
-    n = params.scales
-    return [ScaleStep(max(MIN_SCALE_SIDE, round(params.size / 2 ** (n - 1 - i))), params.iterations) for i in range(n)]
+    `scales` = 1 (default): single scale, `iterations` steps at `size`. n >= 2: the n sides
+    size / 2^(n-1), ..., size / 2, size with `iterations` steps at each (as before the pyramid).
+    0: the auto pyramid from at most min(128, size/2) px (outputs below 128 px: single scale) up to
+    `size` in steps of ~sqrt(2), at most 4 scales (64, 91, 128 at size 128; 128, 181, 256 at 256;
+    181, 256, 362, 512 at 512), and `iterations` is then the row's budget over all its scales: each
+    scale gets twice the steps of the next finer one (350 at size 256: 200, 100, 50), so every scale
+    costs about the same time. With `tol` > 0 a scale may stop before its steps are done."""
+    sides = scale_sides(params.size, params.scales)
+    if params.scales != 0:
+        return [ScaleStep(s, params.iterations) for s in sides]
+    return [ScaleStep(s, it) for s, it in zip(sides, split_iterations(params.iterations, len(sides)))]
