@@ -4,12 +4,16 @@ The engine (`stylecore.transfer`) loops over `scale_plan(params)`: it optimises 
 (coarsest) long side from the initial image, then upsamples the result to the next long side,
 recomputes the content and style targets there and optimises again, and so on up to `params.size`.
 
-Why a pyramid: an optimisation step costs about the pixel count, and the coarse scales settle the
-large structures of the style (the part that takes a single-scale run most of its steps) at a
-fraction of that cost; the fine scales only add the fine texture on an already stylised start.
-Consecutive scales differ by about sqrt(2) (half the pixels): a larger jump leaves blur that the
-next scale spends its steps removing. The measurements behind the defaults are in
-`benchmarks/time_to_quality.py`'s docstring.
+Why the pyramid is opt-in (`scales=0`), not the default: measured with
+`benchmarks/time_to_quality.py` (tubingen + starry_night, 256 px, vgg16-hed, one thread, under
+load 12-18 on 2 cores; work = megapixels through VGG evaluations, a load-free cost proxy), against a
+plain 500-step single-scale L-BFGS loop (Gram distance 0.0095, LPIPS-content 0.333, 27.6 Mpx):
+128/181/256 px with 200/100/50 steps costs 0.30 of its work but ends at Gram 0.0177, LPIPS 0.441;
+181/256 px with 200/100 costs 0.40 and ends at 0.0130, 0.375. At 128 px output, 64/91/128 px
+(0.29 of the work) ends at 0.0218, 0.514 against the reference's 0.0157, 0.396. The upsampled
+coarse result is blurred, and the content loss (conv4_2) does not bring the content's fine detail
+back, so LPIPS to the content stays high; the look has larger strokes but is further from the
+photo. None reached the reference's quality on both measures.
 """
 
 from __future__ import annotations
