@@ -211,7 +211,8 @@ class HistogramStyleLoss(StyleLossModule):
 # theirs levels off at 0.033-0.037), so each scale is the one whose output is as far from the
 # content (LPIPS) as gram's: the same content/style trade-off at the same style_weight. w2 could
 # reach gram's Gram distance, but only with more content change (scale 0.15: LPIPS ~0.42); it
-# follows the same LPIPS rule, for one rule across losses.
+# follows the same LPIPS rule, for one rule across losses. Checked on chelsea + the_scream: LPIPS to the
+# content 0.345-0.356 for the four against gram's 0.322 (a little more stylised, same order).
 
 
 class StyleLossKind(Protocol):
