@@ -1,8 +1,8 @@
 """The tiled high-resolution pass: optimise overlapping tiles, blend them with feathered weights.
 
-Above the tile threshold the engine optimises a scale's image as tiles of `tile` x `tile` px
-(the last tiles shifted inwards, so every tile has the same size and tiles batch as rows of one
-forward pass), each with its own optimiser state, and blends the optimised tiles back:
+Above the tile threshold the engine optimises a scale's image as tiles of at most `tile` x `tile`
+px (all of one size, so tiles batch as rows of one forward pass; as few as cover the image with
+the overlap, spread evenly), each with its own optimiser state, and blends them back:
 
 - every tile's style loss uses the style statistics of the WHOLE style image at that scale (the
   engine passes the same targets to every tile), so all tiles share one global look;
@@ -18,17 +18,20 @@ forward pass), each with its own optimiser state, and blends the optimised tiles
   distorts its features; the blend is sum(w * tile) / sum(w).
 
 `tile_boxes`, `feather_weights` and `blend` are pure functions on tensors; `tiled_pass` drives an
-engine-supplied `optimise(tiles, boxes)` over batches of tiles.
+engine-supplied `optimise(tiles, boxes)` over batches of tiles; `tiled_scale` is the engine's
+tiled stand-in for `stylecore.loop.optimize_scale`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from stylecore.loop import Objective, OptimSettings, ScaleOutcome, StepFn, optimize_scale
 from stylecore.memory import TILE_MULTIPLE, round_tile  # noqa: F401 (re-exported)
 
 # Overlap between neighbouring tiles, as a fraction of the tile side, and its floor in px: wide
@@ -59,23 +62,29 @@ def default_overlap(tile: int) -> int:
     return min(tile // 2, max(MIN_OVERLAP, round(tile * OVERLAP_FRACTION)))
 
 
-def _starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets along one axis of length n: a stride of tile - overlap, the last one shifted
-    back to end at n (so it overlaps its neighbour by at least `overlap`)."""
+def _axis(n: int, tile: int, overlap: int) -> tuple[int, list[int]]:
+    """(tile length, start offsets) along one axis of length n: the fewest tiles of at most `tile`
+    px that cover n with neighbours overlapping by at least `overlap`, made as short as that
+    allows and spread evenly (so no last tile hangs mostly over its neighbour, wasting pixels)."""
     if n <= tile:
-        return [0]
-    stride = tile - overlap
-    count = math.ceil((n - tile) / stride) + 1
-    return [min(i * stride, n - tile) for i in range(count)]
+        return n, [0]
+    k = math.ceil((n - overlap) / (tile - overlap))  # tiles needed
+    size = math.ceil((n + (k - 1) * overlap) / k)
+    while True:
+        starts = [i * (n - size) // (k - 1) for i in range(k)]
+        if all(a + size - b >= overlap for a, b in zip(starts, starts[1:])):
+            return size, starts
+        size += 1  # integer rounding of the starts cost a pixel of overlap
 
 
 def tile_boxes(h: int, w: int, tile: int, overlap: int) -> list[Box]:
-    """Boxes of equal size min(tile, h) x min(tile, w) covering an (h, w) image, row-major, with
-    neighbours overlapping by at least `overlap` px. Raises ValueError when overlap >= tile."""
+    """Boxes of one size, at most tile x tile, covering an (h, w) image row-major, neighbours
+    overlapping by at least `overlap` px, evenly spread (`_axis`). Raises ValueError when
+    overlap >= tile."""
     if tile <= 0 or overlap < 0 or overlap >= tile:
         raise ValueError(f"tile {tile} px with overlap {overlap} px: need tile > 0 and 0 <= overlap < tile")
-    th, tw = min(tile, h), min(tile, w)
-    return [Box(t, left, th, tw) for t in _starts(h, tile, overlap) for left in _starts(w, tile, overlap)]
+    (th, tops), (tw, lefts) = _axis(h, tile, overlap), _axis(w, tile, overlap)
+    return [Box(t, left, th, tw) for t in tops for left in lefts]
 
 
 def _ramp(n: int, lo: int | None, hi: int | None, margin: int) -> torch.Tensor:
@@ -149,3 +158,59 @@ def tiled_pass(x: torch.Tensor, tile: int, optimise: OptimiseTiles, batch: int =
         out = optimise(crops, chunk)
         done += [out[k : k + 1].detach() for k in range(len(chunk))]
     return blend(done, boxes, feather_weights(boxes, h, w), h, w).clamp_(0, 1)
+
+
+# ------------------------------------------------------------------------------------ one scale, tiled
+
+
+def tiled_scale(
+    make_objective: Callable[[torch.Tensor], Objective],
+    contents: torch.Tensor,
+    x: torch.Tensor,
+    tile: int,
+    settings: OptimSettings,
+    on_step: StepFn,
+    stop: Callable[[], bool] = lambda: False,
+    batch: int = 1,
+    overlap: int | None = None,
+) -> ScaleOutcome:
+    """`stylecore.loop.optimize_scale` for one row in tiles: the same contract (one row in, one
+    ScaleOutcome out), so the engine can swap it in for a scale.
+
+    `make_objective(content tiles (T, 3, th, tw))` builds the per-tile objective (content targets
+    from the content crops, the whole style image's targets for every tile); each batch of tiles
+    runs through `optimize_scale` (each tile its own optimiser state). The row's step k reported
+    to `on_step` carries the mean of its tiles' losses after their step k (a tile that stopped
+    earlier counts with its last), replayed after the blend, so a snapshot there shows the
+    scale's blended result; `stop()` (a deadline) is polled at each tile step."""
+    if x.shape[0] != 1 or contents.shape[0] != 1:
+        raise ValueError("the tiled pass takes one row at a time")
+    curves: list[list[dict[str, float]]] = []
+    finals: list[dict[str, torch.Tensor]] = []
+    reasons: list[str] = []
+
+    def optimise(crops: torch.Tensor, boxes: Sequence[Box]) -> torch.Tensor:
+        n = len(boxes)
+        first = len(curves)
+        curves.extend([] for _ in range(n))
+        tol = settings.tol
+        per_tile = dataclasses.replace(settings, tol=(tol[0],) * n if isinstance(tol, tuple) else tol)
+
+        def tile_step(i: int, step: int, terms: Mapping[str, float], image: Callable[[], torch.Tensor]) -> bool:
+            curves[first + i].append(dict(terms))
+            return stop()
+
+        objective = make_objective(torch.cat([b.crop(contents) for b in boxes]))
+        out = optimize_scale(objective, crops, per_tile, tile_step)
+        finals.append({k: v.detach() for k, v in out.final.items()})
+        reasons.extend(out.stopped)
+        return out.x
+
+    image = tiled_pass(x, tile, optimise, batch, overlap)
+    steps = max((len(c) for c in curves), default=0)
+    for k in range(steps):  # the row's curve: the mean over tiles at each step
+        at = [c[min(k, len(c) - 1)] for c in curves if c]
+        on_step(0, k + 1, {name: sum(t[name] for t in at) / len(at) for name in at[0]}, lambda: image)
+    final = {k: torch.cat([f[k] for f in finals]).mean().reshape(1) for k in finals[0]}
+    why = "stopped" if "stopped" in reasons else "converged" if all(r == "converged" for r in reasons) else "cap"
+    return ScaleOutcome(image, [steps], [why], final)

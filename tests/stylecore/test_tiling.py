@@ -4,6 +4,8 @@ exactly and hides per-tile offsets in smooth ramps; `tiled_pass` with an identit
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,7 +19,11 @@ from stylecore.tiling import Box, blend, feather_weights, tile_boxes
 def test_boxes_cover_with_equal_tiles_and_the_overlap(h: int, w: int, tile: int, overlap: int) -> None:
     boxes = tile_boxes(h, w, tile, overlap)
     assert len({(b.height, b.width) for b in boxes}) == 1  # one size: tiles batch as rows
-    assert boxes[0].height == min(tile, h) and boxes[0].width == min(tile, w)
+    assert boxes[0].height <= min(tile, h) and boxes[0].width <= min(tile, w)
+    assert (boxes[0].height == h) == (h <= tile) and (boxes[0].width == w) == (w <= tile)
+    # As few tiles as the overlap allows along each axis.
+    for n, starts in ((h, {b.top for b in boxes}), (w, {b.left for b in boxes})):
+        assert len(starts) == (1 if n <= tile else -(-(n - overlap) // (tile - overlap)))
     cover = torch.zeros(h, w)
     for b in boxes:
         assert 0 <= b.top and b.top + b.height <= h and 0 <= b.left and b.left + b.width <= w
@@ -98,3 +104,79 @@ def test_tiled_pass_batches_do_not_change_the_result() -> None:
 
 def test_default_overlap() -> None:
     assert tiling.default_overlap(512) == 64 and tiling.default_overlap(128) == 32 and tiling.default_overlap(40) == 20
+
+
+def seam_ratio(image: torch.Tensor, boxes: list[Box], band: int = 1) -> float:
+    """Mean |finite difference| straddling the tiles' inner edges (within `band` px) over the mean
+    elsewhere, on an image (3, H, W): above 1 where the tiles meet in a visible seam."""
+    g = image.mean(0)  # (H, W) grey
+    h, w = g.shape
+    dx, dy = (g[:, 1:] - g[:, :-1]).abs(), (g[1:, :] - g[:-1, :]).abs()  # (H, W-1), (H-1, W)
+    cols = {b.left for b in boxes if b.left > 0} | {b.left + b.width for b in boxes if b.left + b.width < w}
+    rows = {b.top for b in boxes if b.top > 0} | {b.top + b.height for b in boxes if b.top + b.height < h}
+    mx, my = torch.zeros_like(dx, dtype=torch.bool), torch.zeros_like(dy, dtype=torch.bool)
+    for c in cols:  # dx[:, c - 1] is the step between columns c - 1 and c
+        mx[:, max(0, c - 1 - band) : c + band] = True
+    for r in rows:
+        my[max(0, r - 1 - band) : r + band, :] = True
+    at = torch.cat([dx[mx], dy[my]])
+    away = torch.cat([dx[~mx], dy[~my]])
+    return float(at.mean() / away.mean())
+
+
+@pytest.mark.slow
+def test_tiled_stylisation_has_no_seams_and_the_look_of_one_piece(hed: str, samples: Path) -> None:
+    """A real stylisation (vgg16-hed) at 160 px in forced 96-px tiles against one piece: no seam
+    (the gradient magnitude across the tiles' inner edges over that elsewhere, relative to the
+    same ratio of the one-piece image on the same lines, at most 1.1), the same Gram style
+    distance and LPIPS to the content within 10% (benchmarks/bench_huge.py: the same at 512 px)."""
+    from stylecore.images import load_tensor
+    from stylecore.lpips import load_lpips
+    from stylecore.metrics import gram_distance, match_size
+    from stylecore.params import Params
+    from stylecore.transfer import StyleTransfer, TransferJob
+    from stylecore.weights import load_vgg
+
+    content = load_tensor((samples / "content" / "tubingen.jpg").read_bytes(), 160)
+    style = load_tensor((samples / "style" / "starry_night.jpg").read_bytes(), 160)
+    p = Params(size=160, iterations=20, weights=hed, lpips_weights=hed, tile_size=96)
+    engine = StyleTransfer("cpu")
+    tiled = engine.run([TransferJob(content, (style,), p)])[0]
+    whole = engine.run([TransferJob(content, (style,), p.replace(tile_size=0))])[0]
+    h, w = tiled.image.shape[-2:]
+    boxes = tile_boxes(h, w, 96, tiling.default_overlap(96))
+    assert len(boxes) == 4 and tiled.image.shape == whole.image.shape  # 2 x 2 tiles of 76 x 96 on 120 x 160
+    assert tiled.steps == 20 and len(tiled.history["total"]) == 20
+    # The tiled image's edges against the one piece's same lines (the content has its own edges there).
+    ratio = seam_ratio(tiled.image, boxes) / seam_ratio(whole.image, boxes)
+    vgg, _ = load_vgg(hed, "max", "cpu")
+    lp = load_lpips(hed, "cpu")
+    c = match_size(content, tiled.image[None])
+    s = match_size(style, tiled.image[None])
+    g_t, g_w = (float(gram_distance(r.image[None], s, vgg)) for r in (tiled, whole))
+    l_t, l_w = (float(lp(r.image[None], c)) for r in (tiled, whole))
+    numbers = dict(ratio=ratio, raw=seam_ratio(tiled.image, boxes), gram=(g_t, g_w), lpips=(l_t, l_w))
+    assert ratio <= 1.1 and g_t == pytest.approx(g_w, rel=0.1) and l_t == pytest.approx(l_w, rel=0.1), numbers
+    assert float((tiled.image - c[0]).abs().mean()) > 0.03  # stylised, not the content
+
+
+def test_engine_tiles_from_its_memory_budget() -> None:
+    """tile_size unset: one piece under the budget's tile threshold, the memory model's tile above
+    it; 0 never tiles; an explicit size tiles only images larger than it."""
+    from stylecore import memory
+    from stylecore.params import Params
+    from stylecore.transfer import StyleTransfer
+
+    p = Params(size=1024, iterations=8, weights="vgg16-hed")
+    hw = (768, 1024)
+    whole = memory.estimate(p, hw).total
+    assert StyleTransfer("cpu", memory_budget=whole + 1)._tile(p, hw) == 0
+    small = StyleTransfer("cpu", memory_budget=whole // 2)
+    tile = small._tile(p, hw)
+    assert 64 <= tile < 1024 and memory.estimate_tiled(p, hw, tile).total <= whole // 2
+    assert small._tile(p.replace(tile_size=0), hw) == 0
+    assert small._tile(p.replace(tile_size=256), hw) == 256
+    assert small._tile(p.replace(tile_size=2048), hw) == 0
+    big = StyleTransfer("cpu", memory_budget=100 * memory.GIB)  # a CPU tiles above CPU_TILE_BUDGET whatever the RAM
+    assert big._tile(p.replace(size=2048), (1536, 2048)) > 0 and big._tile_batch(p, hw, 256) == 1
+    assert StyleTransfer("cpu").budget() == pytest.approx(memory.default_budget("cpu"), rel=0.2)
