@@ -11,25 +11,34 @@ but each row is its own problem: per-row losses (no batch-level normaliser), per
 state (Adam: one leaf tensor per row; L-BFGS: `stylecore.optim.BatchedLBFGS`, own history, line
 search, step size and stopping per row). A row's image therefore depends only on its own content,
 style, params and weights, not on its batch-mates, up to the kernels' batch-size-dependent
-rounding (see `StyleTransfer.__init__`)."""
+rounding (see `StyleTransfer.__init__`).
+
+Huge rows: when the memory model (`stylecore.memory`) puts a row's one-piece peak over the tile
+threshold (or `tile_size` asks for it), its scales larger than the tile run through
+`stylecore.tiling.tiled_scale` instead of `optimize_scale`: overlapping tiles, each with its own
+optimiser state, the whole style image's targets, content targets from the content crops, a
+feathered blend. Such a row runs alone."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from stylecore import memory
 from stylecore.images import preserve_colors
 from stylecore.images import resize_tensor as resize
-from stylecore.loop import LBFGS_CHUNK, OptimSettings, StepFn, optimize_scale  # noqa: F401 - LBFGS_CHUNK: benchmarks read it here
+from stylecore.loop import LBFGS_CHUNK, Objective, OptimSettings, StepFn, optimize_scale  # noqa: F401 - LBFGS_CHUNK: benchmarks read it here
 from stylecore.objective import StyleTargets, build_objective, output_size
 from stylecore.params import Params, check_job
 from stylecore.precision import PRECISIONS, Features, autocast_dtype  # noqa: F401 - PRECISIONS: the valid names, re-exported
 from stylecore.schedule import scale_plan
+from stylecore.tiling import tiled_scale
 from stylecore.vgg import VGGFeatures
 from stylecore.weights import load_vgg
 
@@ -195,6 +204,7 @@ class StyleTransfer:
         batch_invariant: bool = False,
         precision: str = "auto",
         compile: bool | str = False,
+        memory_budget: int | None = None,
     ):
         """`batch_invariant`: optimise the rows of a batch one at a time, so that each row's image is
         bitwise the image of a lone run (`run([job])`). Without it the rows share one batched
@@ -208,12 +218,18 @@ class StyleTransfer:
 
         `precision` (PRECISIONS): the VGG forward under bf16/fp16 autocast, losses in fp32; "auto"
         is bf16 (else fp16) on CUDA and fp32 on the CPU. `compile`: `torch.compile` the VGG forward
-        (True: inductor; a string names the backend). On CUDA activations are channels_last."""
+        (True: inductor; a string names the backend). On CUDA activations are channels_last.
+
+        `memory_budget`: bytes a row may peak at; rows with `tile_size` unset run their largest
+        scales tiled when the memory model (`stylecore.memory`) puts them over its tile threshold."""
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = autocast_dtype(precision, self.device)
         self.precision, self.compile = precision, compile
         self._features: dict[int, Features] = {}  # by id of the cached VGG module
         self.batch_invariant = batch_invariant
+        # Bytes a row may peak at (None: `memory.default_budget` of the device, read when first
+        # needed); a row whose one-piece peak is over `memory.tile_budget` of it runs tiled.
+        self.memory_budget = memory_budget
         # Style targets by (style key, style side, weights, pooling, layers, loss, seed if used, device).
         self.style_targets = StyleTargets(style_cache_bytes, self.device)
         self._gram_cache = self.style_targets.cache  # the former name (tests and benchmarks read it)
@@ -264,9 +280,18 @@ class StyleTransfer:
             _check_compatible(jobs[0], j)
         for j in jobs:  # a clear error, not a pooling shape error, for images too small for the layers
             check_job(j.params, hw_of(j.content), [hw_of(s) for s in j.styles])
+        tile = self._tile(p0, hw)
+        if tile and len(jobs) > 1:  # the tiled pass takes one row at a time
+            return [self._run([j], progress, snapshot, deadline, row0=row0 + i)[0] for i, j in enumerate(jobs)]
         vgg, rw = self.vgg(p0)
         feats = self.features(vgg)
         plan = scale_plan(p0)
+        # Tiles share the row's style targets through the cache: style images without keys get
+        # keys of this run's own, so the whole style image is measured once per scale, not per tile.
+        keyed = [
+            j if j.style_keys is not None else dataclasses.replace(j, style_keys=tuple(f"run:{uuid.uuid4().hex}" for _ in j.styles))
+            for j in jobs
+        ]
         track = _Tracker(jobs, progress, snapshot, deadline, row0, sum(s.iterations for s in plan), len(plan))
         x: torch.Tensor | None = None
         stopped = ["cap"] * len(jobs)
@@ -276,19 +301,27 @@ class StyleTransfer:
                 break
             shw = output_size(hw, long_side) if long_side != p0.size else hw
             contents = torch.cat([resize(j.content.to(self.device), shw) for j in jobs])  # (B, 3, H, W)
-            objective = build_objective(
-                [j.params for j in jobs],
-                contents,
-                [j.styles for j in jobs],
-                [j.style_keys for j in jobs],
-                long_side,
-                feats,
-                self.style_targets,
-                lambda: self.lpips(p0),
-            )
             x = self._init(jobs, contents) if x is None else resize(x.detach(), shw)
             settings = dataclasses.replace(OptimSettings.from_params(p0, iterations), tol=tuple(j.params.tol for j in jobs))
-            out = optimize_scale(objective, x, settings, track.scale(si))
+
+            def make_objective(c: torch.Tensor, rows: Sequence[TransferJob] = keyed, side: int = long_side) -> Objective:
+                rows = list(rows) * (c.shape[0] // len(rows))  # tiles: the row's job once per tile
+                return build_objective(
+                    [j.params for j in rows],
+                    c,
+                    [j.styles for j in rows],
+                    [j.style_keys for j in rows],
+                    side,  # the scale's long side: every tile gets the whole style image's targets
+                    feats,
+                    self.style_targets,
+                    lambda: self.lpips(p0),
+                )
+
+            if tile and max(shw) > tile:  # the tiled pass (one row, see above), tiles batched per `_tile_batch`
+                batch = self._tile_batch(p0, shw, tile)
+                out = tiled_scale(make_objective, contents, x, tile, settings, track.scale(si), track.past_deadline, batch)
+            else:
+                out = optimize_scale(make_objective(contents), x, settings, track.scale(si))
             x, losses = out.x, out.final
             track.end_scale(out.steps)
             stopped = ["timeout" if s == "stopped" else s for s in out.stopped]
@@ -317,6 +350,27 @@ class StyleTransfer:
             )
             for i in range(len(jobs))
         ]
+
+    # ------------------------------------------------------------------ tiles
+    def budget(self) -> int:
+        """Bytes a row may peak at on this engine's device (`memory_budget`, else the default)."""
+        if self.memory_budget is None:
+            self.memory_budget = memory.default_budget(str(self.device))
+        return self.memory_budget
+
+    def _tile(self, p: Params, hw: tuple[int, int]) -> int:
+        """Tile side at the final scale, 0 for one piece: `tile_size` when set (0 = never), else
+        the memory model's largest tile under the tile threshold (`memory.tile_budget`)."""
+        return memory.plan_tile(p, memory.tile_budget(self.budget(), self.device.type), hw, self.device.type)
+
+    def _tile_batch(self, p: Params, hw: tuple[int, int], tile: int) -> int:
+        """Tiles per forward: one on a CPU (bitwise the same result, and batching buys little
+        there); on a GPU as many as the budget holds."""
+        if self.device.type != "cuda":
+            return 1
+        one = memory.estimate_tiled(p, hw, tile, 1, "cuda")
+        per_tile = one.per_step - memory.FULL_IMAGE_TENSORS * 3 * hw[0] * hw[1] * 4
+        return max(1, int((self.budget() - one.total) // max(1, per_tile)) + 1)
 
     # ------------------------------------------------------------------ init
     def _init(self, jobs: Sequence[TransferJob], contents: torch.Tensor) -> torch.Tensor:
