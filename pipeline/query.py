@@ -228,7 +228,9 @@ def _group_table(key: str, stats: Sequence[GroupStat]) -> list[str]:
 
 def is_random_label(label: str | None) -> bool:
     """True for a `weights` value that names untrained weights."""
-    return bool(label) and ("RANDOM" in label or label.split("@", 1)[0].strip().lower().startswith("random"))
+    if not label:
+        return False
+    return "RANDOM" in label or label.split("@", 1)[0].strip().lower().startswith("random")
 
 
 def _sql_ident(name: str) -> str:
