@@ -177,6 +177,8 @@ def test_same_row_alone_in_a_batch_of_four_and_in_a_retried_pair(content_path, s
             assert (got[k].image - alone[i].image).abs().mean() <= mean_tol, (optimizer, i)
             assert got[k].steps == alone[i].steps
             for key, v in m[k].items():
+                if not isinstance(v, float):  # per-layer maps (style_layers_metrics): their sums are checked as scalars
+                    continue
                 assert v == pytest.approx(m_alone[i][key], rel=rel_tol), (optimizer, i, key)
             if batch_invariant:
                 assert torch.equal(got[k].image, alone[i].image)
