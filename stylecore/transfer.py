@@ -1,10 +1,11 @@
 """The optimisation of Gatys et al. (2016), batched: several rows of one output size at once.
 
-Split the way the method is: models (`StyleTransfer.__init__`, cached per process), targets
-(`_targets`: content features, style Grams computed once per style), initial image (`_init`),
-the objective (`_Objective`: per-row losses) and the per-scale loop (`stylecore.loop.optimize_scale`).
-The core never prints: progress, snapshots and each row's history go through callbacks and
-small dataclasses (`Progress`, `Snapshot`, `TransferResult`).
+Split the way the method is: models (`StyleTransfer.__init__`, cached per process), the
+objective with its targets (`stylecore.objective.build_objective`: per-row loss modules from
+Params, style targets cached per style), the scales (`stylecore.schedule.scale_plan`), the initial
+image (`_init`) and the per-scale loop (`stylecore.loop.optimize_scale`). The core never prints:
+progress, snapshots and each row's history go through callbacks and small dataclasses
+(`stylecore.progress`: `Progress`, `Snapshot`; `TransferResult`).
 
 Batching: rows are stacked along the batch dimension for one forward + backward per evaluation,
 but each row is its own problem: per-row losses (no batch-level normaliser), per-row optimiser
@@ -24,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,11 @@ from stylecore.loop import LBFGS_CHUNK, Objective, OptimSettings, StepFn, optimi
 from stylecore.objective import StyleTargets, build_objective, output_size
 from stylecore.params import Params, check_job
 from stylecore.precision import PRECISIONS, Features, autocast_dtype  # noqa: F401 - PRECISIONS: the valid names, re-exported
+from stylecore.progress import Progress as Progress
+from stylecore.progress import ProgressFn as ProgressFn
+from stylecore.progress import Snapshot as Snapshot
+from stylecore.progress import SnapshotFn as SnapshotFn
+from stylecore.progress import Tracker
 from stylecore.schedule import scale_plan
 from stylecore.tiling import tiled_scale
 from stylecore.vgg import VGGFeatures
@@ -60,28 +66,6 @@ class TransferJob:
     style_keys: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
-class Progress:
-    """One optimisation step of a batch. `step` counts the iterations of the row furthest on (rows
-    may stop at different steps); `losses` are means (unweighted) over the rows evaluated last,
-    i.e. the rows still optimising."""
-
-    step: int
-    total_steps: int
-    scale: int
-    n_scales: int
-    losses: Mapping[str, float]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A row's image during its optimisation, every `params.snapshot_every` steps of the row."""
-
-    row: int  # index in `jobs`
-    step: int  # the row's steps so far, all scales
-    image: torch.Tensor  # (3, H, W) CPU in [0, 1], at the current scale's size
-
-
 @dataclass
 class TransferResult:
     image: torch.Tensor  # (3, H, W) in [0, 1], on the CPU
@@ -96,9 +80,6 @@ class TransferResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     scale_steps: list[int] = field(default_factory=list)  # steps taken at each scale
 
-
-ProgressFn = Callable[[Progress], None]
-SnapshotFn = Callable[[Snapshot], None]
 
 # Byte budget of the per-engine cache of style Gram targets (on the engine's device). One style's
 # targets at the classic five layers are 2.4 MB (sum of C^2 float32), at every VGG-19 layer 22 MB:
@@ -143,55 +124,6 @@ def batch_key(params: Params, content_hw: tuple[int, int]) -> tuple[Any, ...]:
 def scale_sizes(params: Params) -> list[int]:
     """Long sides of the scales, coarse to fine (`stylecore.schedule.scale_plan`)."""
     return [s.long_side for s in scale_plan(params)]
-
-
-class _Tracker:
-    """The engine's side of `optimize_scale`'s step callback: each row's history, steps per scale,
-    snapshots, progress (of the row furthest on) and the deadline."""
-
-    def __init__(
-        self,
-        jobs: Sequence[TransferJob],
-        progress: ProgressFn | None,
-        snapshot: SnapshotFn | None,
-        deadline: float | None,
-        row0: int,
-        total: int,
-        n_scales: int,
-    ):
-        self.jobs, self.progress, self.snapshot, self.deadline, self.row0 = jobs, progress, snapshot, deadline, row0
-        self.total, self.n_scales = total, n_scales
-        self.history: list[dict[str, list[float]]] = [{} for _ in jobs]
-        self.scale_steps: list[list[int]] = [[] for _ in jobs]
-        self.done = [0] * len(jobs)  # steps per row before the current scale
-        self.latest: dict[int, Mapping[str, float]] = {}
-        self.reported = self.base = self.scale_index = 0
-
-    def past_deadline(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-    def scale(self, index: int) -> StepFn:
-        self.scale_index, self.base, self.latest = index, max(self.done), {}
-        return self.on_step
-
-    def on_step(self, i: int, step: int, terms: Mapping[str, float], image: Callable[[], torch.Tensor]) -> bool:
-        h = self.history[i]
-        for k, v in terms.items():
-            h.setdefault(k, []).append(v)
-        n, every = self.done[i] + step, self.jobs[i].params.snapshot_every
-        if self.snapshot is not None and every > 0 and n % every == 0:
-            self.snapshot(Snapshot(self.row0 + i, n, image().detach()[0].clamp(0, 1).cpu()))
-        self.latest[i] = terms
-        if self.progress is not None and self.base + step > self.reported:
-            self.reported = self.base + step
-            means = {k: sum(t[k] for t in self.latest.values()) / len(self.latest) for k in terms}
-            self.progress(Progress(self.reported, self.total, self.scale_index, self.n_scales, means))
-        return self.past_deadline()
-
-    def end_scale(self, steps: Sequence[int]) -> None:
-        for i, n in enumerate(steps):
-            self.scale_steps[i].append(n)
-            self.done[i] += n
 
 
 class StyleTransfer:
@@ -292,7 +224,7 @@ class StyleTransfer:
             j if j.style_keys is not None else dataclasses.replace(j, style_keys=tuple(f"run:{uuid.uuid4().hex}" for _ in j.styles))
             for j in jobs
         ]
-        track = _Tracker(jobs, progress, snapshot, deadline, row0, sum(s.iterations for s in plan), len(plan))
+        track = Tracker(jobs, progress, snapshot, deadline, row0, sum(s.iterations for s in plan), len(plan))
         x: torch.Tensor | None = None
         stopped = ["cap"] * len(jobs)
         for si, (long_side, iterations) in enumerate((s.long_side, s.iterations) for s in plan):

@@ -5,8 +5,7 @@ through `ROW_CHECKS` in order (content, style, params, row_id, paths), each chec
 problems it finds and what it learned (the resolved params, the row id, the resolved paths) to
 the row; then `TABLE_CHECKS` look across rows (duplicate ids, then files: existence, decoding
 within the size guard, sizes against the pooling stages, each distinct file once). A check is a
-function returning a list of `Problem`s; adding one is one function and one entry in a tuple.
-"""
+function returning a list of `Problem`s; adding one is one function and one entry in a tuple."""
 
 from __future__ import annotations
 
