@@ -177,7 +177,7 @@ class Params:
     tol: float = field(
         default=0.0,
         metadata={
-            "help": "stop a row when its loss changes by less than this (relative) over a window of steps; 0 = run every iteration",
+            "help": "stop a row (at each scale) when the best loss of its last 10 steps improves on the best of the 10 before by no more than this, relatively; 0 = run every iteration",
             "min": 0,
         },
     )
