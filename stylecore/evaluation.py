@@ -46,6 +46,8 @@ from collections.abc import Sequence
 
 import torch
 
+from stylecore.losses.functional import one_lapack_thread
+
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 CFSD_LAYER = "relu3_1"
 CFSD_MAX_SIDE = 512
@@ -85,7 +87,8 @@ def _covariance(f: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
 def _psd_sqrt(s: torch.Tensor) -> torch.Tensor:
     """Symmetric square root of PSD matrices (B, C, C) by eigendecomposition (negative
     round-off eigenvalues clamped to 0)."""
-    evals, evecs = torch.linalg.eigh(s)
+    with one_lapack_thread(s):
+        evals, evecs = torch.linalg.eigh(s)
     root: torch.Tensor = (evecs * evals.clamp_min(0).sqrt().unsqueeze(1)) @ evecs.transpose(1, 2)
     return root
 
@@ -103,14 +106,16 @@ def gaussian_w2(fo: torch.Tensor, fs: torch.Tensor, eps: float = 1e-12) -> torch
     if no * ns <= c * c:  # few positions: centred samples are small
         xo = (fo.flatten(2).float() - mu_o.unsqueeze(2)).double()  # (B, C, No)
         xs = (fs.flatten(2).float() - mu_s.unsqueeze(2)).double()
-        cross = torch.linalg.svdvals(xs.transpose(1, 2) @ xo / (no * ns) ** 0.5).sum(dim=1)  # (B,)
+        with one_lapack_thread(xo):
+            cross = torch.linalg.svdvals(xs.transpose(1, 2) @ xo / (no * ns) ** 0.5).sum(dim=1)  # (B,)
         tr_o, tr_s = (xo**2).sum(dim=(1, 2)) / no, (xs**2).sum(dim=(1, 2)) / ns
     else:
         s_o, s_s = _covariance(fo, mu_o), _covariance(fs, mu_s)  # (B, C, C), (B or 1, C, C)
         root_s = _psd_sqrt(s_s)
         middle = root_s @ s_o @ root_s  # PSD
         middle = (middle + middle.transpose(1, 2)) / 2  # symmetric up to round-off; eigvalsh needs exact
-        cross = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum(dim=1)
+        with one_lapack_thread(middle):
+            cross = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum(dim=1)
         tr_o, tr_s = s_o.diagonal(dim1=1, dim2=2).sum(dim=1), s_s.diagonal(dim1=1, dim2=2).sum(dim=1)
     mo, ms = mu_o.double(), mu_s.double()
     w2_sq = ((mo - ms) ** 2).sum(dim=1) + tr_o + tr_s - 2 * cross

@@ -17,6 +17,8 @@ and are resampled to the output's count by linear interpolation (`resample_quant
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -108,9 +110,27 @@ def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mu, cov
 
 
+@contextlib.contextmanager
+def one_lapack_thread(t: torch.Tensor) -> Iterator[None]:
+    """Run CPU eigensolvers on one thread. Multi-threaded LAPACK `eigh` is far slower than one
+    thread at these sizes on a small machine: a 512x512 float64 `eigh` took 0.03 s on 1 thread and
+    0.51 s on 2 threads of this 2-core CPU (16x), which made the w2 loss and metric crawl. GPU
+    tensors are left alone. Restores the previous thread count (process-global in torch)."""
+    n = torch.get_num_threads()
+    if t.device.type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def psd_sqrt(cov: torch.Tensor) -> torch.Tensor:
     """Symmetric square root of PSD matrices (B, C, C) by eigendecomposition (eigenvalues clamped at 0)."""
-    evals, evecs = torch.linalg.eigh(cov)  # (B, C), (B, C, C)
+    with one_lapack_thread(cov):
+        evals, evecs = torch.linalg.eigh(cov)  # (B, C), (B, C, C)
     root: torch.Tensor = evals.clamp_min(0).sqrt().unsqueeze(-2)  # (B, 1, C)
     return torch.matmul(evecs * root, evecs.transpose(-1, -2))
 
@@ -134,7 +154,8 @@ def gaussian_w2(
     s = psd_sqrt(cov_t.double()) if cov_t_sqrt is None else cov_t_sqrt.double()
     m = s @ cov.double() @ s  # (B, C, C), symmetric PSD up to rounding
     m = 0.5 * (m + m.transpose(-1, -2))
-    ev = torch.linalg.eigvalsh(m)  # (B, C)
+    with one_lapack_thread(m):
+        ev = torch.linalg.eigvalsh(m)  # (B, C)
     floor = eps * ev.detach().abs().amax(-1, keepdim=True).clamp_min(1e-300)
     cross = torch.maximum(ev, floor).sqrt().sum(-1)  # tr((S cov S)^1/2), (B,)
     tr = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1) + torch.diagonal(cov_t, dim1=-2, dim2=-1).sum(-1)
