@@ -225,6 +225,7 @@ def main() -> None:
     ap.add_argument("--out", default="", help="folder for the output PNGs")
     ap.add_argument("--ref-cache", default="", help="JSON file keeping the reference's figures between processes (ratios then mix loads)")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="time by process CPU time (default) or wall time")
+    ap.add_argument("--precision", default="auto", help="the engine's precision (stylecore.precision.PRECISIONS)")
     ap.add_argument("--quick", action="store_true", help="128 px, the first pair, no sweep")
     args = ap.parse_args()
     if args.quick:
@@ -243,7 +244,7 @@ def main() -> None:
         configs[text] = Params.from_dict(json.loads(text), base=base)
     vgg, _ = load_vgg(WEIGHTS)
     vgg.register_forward_pre_hook(WORK.hook)  # the engine shares this cached module
-    st = StyleTransfer("cpu")
+    st = StyleTransfer("cpu", precision=args.precision)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -251,6 +252,7 @@ def main() -> None:
     print(
         f"time to quality at {args.size} px, {WEIGHTS}, {torch.get_num_threads()} thread(s), reference {args.ref_steps} L-BFGS steps, {args.clock} clock"
     )
+    print(f"  engine precision {args.precision!r}: VGG forward in {st.dtype or torch.float32}")
     for name, p in configs.items():
         print(f"  engine '{name}': iterations={p.iterations} scales={p.scales} tol={p.tol} optimizer={p.optimizer} ema={p.ema}")
     # Warm-up (oneDNN kernels, allocator) outside every timing.

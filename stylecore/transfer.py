@@ -121,6 +121,17 @@ def batch_key(params: Params, content_hw: tuple[int, int]) -> tuple[Any, ...]:
     return (output_size(content_hw, params.size),) + tuple(getattr(params, f) for f in BATCH_FIELDS)
 
 
+def upsample_with_detail(x: torch.Tensor, coarse_content: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The next scale's starting image: the coarse result upsampled, plus the content's detail that
+    the coarse scale could not hold (the content minus its own down-and-up-sampled copy, the
+    Laplacian band between the two scales). A bare upsample starts the finer scale blurred, and its
+    content loss (conv4_2) never brings the photo's fine detail back (`stylecore.schedule`).
+    x, coarse_content: (B, 3, h, w); content: (B, 3, H, W) -> (B, 3, H, W) in [0, 1]."""
+    hw = hw_of(content)
+    detail = content - resize(coarse_content, hw)  # (B, 3, H, W), zero-mean band-pass of the content
+    return (resize(x, hw) + detail).clamp(0, 1)
+
+
 def scale_sizes(params: Params) -> list[int]:
     """Long sides of the scales, coarse to fine (`stylecore.schedule.scale_plan`)."""
     return [s.long_side for s in scale_plan(params)]
@@ -226,6 +237,7 @@ class StyleTransfer:
         ]
         track = Tracker(jobs, progress, snapshot, deadline, row0, sum(s.iterations for s in plan), len(plan))
         x: torch.Tensor | None = None
+        prev_contents = torch.empty(0)
         stopped = ["cap"] * len(jobs)
         for si, (long_side, iterations) in enumerate((s.long_side, s.iterations) for s in plan):
             if x is not None and track.past_deadline():
@@ -233,7 +245,8 @@ class StyleTransfer:
                 break
             shw = output_size(hw, long_side) if long_side != p0.size else hw
             contents = torch.cat([resize(j.content.to(self.device), shw) for j in jobs])  # (B, 3, H, W)
-            x = self._init(jobs, contents) if x is None else resize(x.detach(), shw)
+            x = self._init(jobs, contents) if x is None else upsample_with_detail(x.detach(), prev_contents, contents)
+            prev_contents = contents
             settings = dataclasses.replace(OptimSettings.from_params(p0, iterations), tol=tuple(j.params.tol for j in jobs))
 
             def make_objective(c: torch.Tensor, rows: Sequence[TransferJob] = keyed, side: int = long_side) -> Objective:
