@@ -207,6 +207,41 @@ def no_grad_peak(arch: str, layers: Iterable[str], h: int, w: int, dtype_bytes: 
     return _layer_elems(arch, wanted, h, w) * dtype_bytes + 2 * largest
 
 
+# A style image (or metric input) measured in tiles (`stylecore.featuretiles`): the halo around each
+# tile and, beyond `no_grad_peak`, the statistics' own working copies (a centred copy for the
+# moments; sorted values and int64 indices for the quantile sketches), in units of the largest tap.
+FEATURE_HALO = 64
+FEATURE_STATS_FACTOR = 3
+
+
+def feature_forward_peak(arch: str, layers: Iterable[str], h: int, w: int, batch: int = 1) -> int:
+    """Predicted peak of measuring statistics of `batch` images (h, w) in one no-grad forward to
+    `layers` (style targets): `no_grad_peak` plus the statistics' working copies."""
+    wanted = [n for n in dict.fromkeys(layers) if n in layer_names(arch)]
+    if not wanted:
+        return 0
+    largest_tap = max(math.prod(_shape(n, h, w)) for n in wanted) * 4
+    return batch * (no_grad_peak(arch, wanted, h, w) + FEATURE_STATS_FACTOR * largest_tap)
+
+
+def feature_tile(arch: str, layers: Iterable[str], hw: tuple[int, int], budget: int, batch: int = 1, halo: int = FEATURE_HALO) -> int:
+    """Interior tile side (a multiple of 32 px) for measuring an (h, w) image's feature statistics
+    under `budget` bytes: 0 when the whole image fits in one forward, else the largest tile whose
+    crop (tile + 2 halo) is predicted to fit; never below 64 px."""
+    h, w = hw
+    layers = list(layers)
+    if feature_forward_peak(arch, layers, h, w, batch) <= budget:
+        return 0
+    lo, hi = 64, max(h, w)
+    while hi - lo > 32:  # the peak grows with the tile's area: bisect
+        mid = (lo + hi) // 2
+        if feature_forward_peak(arch, layers, min(h, mid + 2 * halo), min(w, mid + 2 * halo), batch) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return max(64, lo // 32 * 32)
+
+
 def estimate_tiled(params: Params, hw: tuple[int, int], tile: int, tile_batch: int = 1, device: str = "cpu") -> MemoryEstimate:
     """Predicted peak of a tiled pass at output size `hw`: `tile_batch` tiles of `tile` px
     optimised at once, plus the whole image's own tensors."""

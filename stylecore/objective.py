@@ -26,7 +26,9 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from stylecore import memory
 from stylecore.cache import ByteLRU
+from stylecore.featuretiles import tiled_targets
 from stylecore.images import resize_tensor as resize
 from stylecore.losses import HISTOGRAM, ContentLoss, LPIPSContentLoss, StyleLossKind, StyleTarget, TVLoss, style_loss_kind
 from stylecore.losses import normalized_layer_weights as normalized_weights
@@ -135,11 +137,23 @@ def _uses_seed(kind: StyleLossKind, _memo: dict[str, bool] = {}) -> bool:  # noq
 
 class StyleTargets:
     """Style targets per (style image key, style side, weights, pooling, layers, loss kind, seed if the
-    kind uses it, device), in a byte-bounded LRU; a row's several styles are blended by the kind."""
+    kind uses it, device), in a byte-bounded LRU; a row's several styles are blended by the kind.
 
-    def __init__(self, cache_bytes: int, device: torch.device):
+    Bounded memory: a style image whose one-piece forward the memory model puts over the tile
+    threshold of `budget` (bytes a row may peak at; a callable, read when needed; None: the
+    device's default budget) is measured in tiles with a halo (`stylecore.featuretiles`), its
+    statistics merged by the kind (`partial`/`merge`/`finish`)."""
+
+    def __init__(self, cache_bytes: int, device: torch.device, budget: Callable[[], int] | None = None):
         self.cache: ByteLRU[tuple[Any, ...], StyleTarget] = ByteLRU(cache_bytes)
         self.device = device
+        self.budget = budget
+
+    def forward_tile(self, vgg: Any, layers: Sequence[str], hw: tuple[int, int]) -> int:
+        """Tile side for measuring a style image of size `hw` (0: one forward), from the memory model."""
+        budget = self.budget() if self.budget is not None else memory.default_budget(str(self.device))
+        arch = getattr(getattr(vgg, "module", vgg), "arch", "vgg19")
+        return memory.feature_tile(arch, layers, hw, memory.tile_budget(budget, self.device.type))
 
     def row(
         self, kind: StyleLossKind, p: Params, styles: Sequence[Tensor], keys: Sequence[str] | None, long_side: int, vgg: Any
@@ -155,8 +169,11 @@ class StyleTargets:
             hit = self.cache.get(key) if key is not None else None
             if hit is None:
                 s = resize(style.to(self.device), output_size((style.shape[-2], style.shape[-1]), side))
+                tile = self.forward_tile(vgg, p.style_layers, (s.shape[-2], s.shape[-1]))
                 with torch.no_grad():
-                    hit = kind.targets(vgg(s, p.style_layers), p.seed)
+                    hit = (
+                        tiled_targets(kind, vgg, s, p.style_layers, p.seed, tile) if tile else kind.targets(vgg(s, p.style_layers), p.seed)
+                    )
                 if key is not None:
                     self.cache.put(key, hit)
             per_style.append(hit)

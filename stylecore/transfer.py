@@ -174,7 +174,7 @@ class StyleTransfer:
         # needed); a row whose one-piece peak is over `memory.tile_budget` of it runs tiled.
         self.memory_budget = memory_budget
         # Style targets by (style key, style side, weights, pooling, layers, loss, seed if used, device).
-        self.style_targets = StyleTargets(style_cache_bytes, self.device)
+        self.style_targets = StyleTargets(style_cache_bytes, self.device, budget=self.budget)  # style forwards over it: in tiles
         self._gram_cache = self.style_targets.cache  # the former name (tests and benchmarks read it)
 
     # ------------------------------------------------------------------ models

@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from stylecore.losses import functional as F
 from stylecore.losses.content import take_buffers
+from stylecore.losses.sketch import MomentPartials, QuantilePartials, StylePartial, covariance, second_moment
 from stylecore.registry import Registry
 
 StyleTarget = dict[str, torch.Tensor]  # layer -> stats, batch dim first; shape from (loss, layer) only
@@ -236,13 +237,28 @@ class StyleLossKind(Protocol):
         """Statistics of a weighted blend of styles (weights normalised to sum 1)."""
         ...
 
+    # A style image too large for one forward is measured in tiles (`stylecore.featuretiles`):
+    # finish(merge(partial(tile 1), partial(tile 2), ...)) == targets(whole image), exactly for
+    # moment-based kinds, to a sketch's resolution for quantile-based ones (`losses.sketch`).
+    def partial(self, feats: Mapping[str, torch.Tensor], seed: int) -> StylePartial:
+        """Mergeable statistics of one tile's features (1, C, h, w) per layer."""
+        ...
+
+    def merge(self, a: StylePartial, b: StylePartial) -> StylePartial:
+        """The statistics of the union of two tiles' positions."""
+        ...
+
+    def finish(self, acc: StylePartial, seed: int) -> StyleTarget:
+        """The targets (1, ...) from the merged statistics of every tile."""
+        ...
+
     def module(self, targets: StyleTarget, layer_weights: torch.Tensor, seeds: Sequence[int]) -> StyleLossModule:
         """The loss of B rows: targets (B, ...) per layer, layer_weights (B, L), one seed per row."""
         ...
 
 
 @dataclass(frozen=True)
-class GramKind:
+class GramKind(MomentPartials):
     """Gatys et al.'s Gram matrices; blends are weighted means of size-normalised Grams."""
 
     name: str = "gram"
@@ -258,10 +274,15 @@ class GramKind:
     def module(self, targets: StyleTarget, layer_weights: torch.Tensor, seeds: Sequence[int]) -> StyleLossModule:
         return StyleLoss(targets, layer_weights, self.default_scale)
 
+    def finish(self, acc: StylePartial, seed: int) -> StyleTarget:
+        return {n: second_moment(m).float() for n, m in acc.items()}  # (1, C, C) = sum f f^T / (h w)
+
 
 @dataclass(frozen=True)
-class MeanStdKind:
+class MeanStdKind(MomentPartials):
     """Channel means and standard deviations (AdaIN's statistics); blends are weighted means."""
+
+    full_scatter: ClassVar[bool] = False
 
     name: str = "mean_std"
     default_scale: float = 1.3  # calibrated: see the note above GramKind
@@ -276,9 +297,13 @@ class MeanStdKind:
     def module(self, targets: StyleTarget, layer_weights: torch.Tensor, seeds: Sequence[int]) -> StyleLossModule:
         return MeanStdStyleLoss(targets, layer_weights, self.default_scale)
 
+    def finish(self, acc: StylePartial, seed: int, eps: float = 1e-8) -> StyleTarget:
+        # (1, 2, C); eps as in `functional.mean_std_stats`
+        return {n: torch.stack([m[1], (covariance(m) + eps).sqrt()], 1).float() for n, m in acc.items()}
+
 
 @dataclass(frozen=True)
-class W2Kind:
+class W2Kind(MomentPartials):
     """Gaussian fits (mean, covariance); a blend is the Gaussian fit of the mixture: weighted means
     of mu and of the second moments cov + mu mu^T."""
 
@@ -302,9 +327,12 @@ class W2Kind:
     def module(self, targets: StyleTarget, layer_weights: torch.Tensor, seeds: Sequence[int]) -> StyleLossModule:
         return W2StyleLoss(targets, layer_weights, self.default_scale)
 
+    def finish(self, acc: StylePartial, seed: int) -> StyleTarget:
+        return {n: pack_gaussian(m[1].float(), covariance(m).float()) for n, m in acc.items()}  # (1, C + 1, C)
+
 
 @dataclass(frozen=True)
-class SlicedWKind:
+class SlicedWKind(QuantilePartials):
     """Sliced Wasserstein (Heitz et al. 2021): the style's quantiles along K = C fixed random
     directions per layer, drawn from (seed, layer), so a row's targets depend on its seed. A blend
     averages the quantile functions: the 1-D Wasserstein barycentre along each direction."""
@@ -328,9 +356,13 @@ class SlicedWKind:
     def module(self, targets: StyleTarget, layer_weights: torch.Tensor, seeds: Sequence[int]) -> StyleLossModule:
         return SlicedWStyleLoss(targets, layer_weights, seeds, self.default_scale)
 
+    def samples(self, layer: str, f: torch.Tensor, seed: int) -> torch.Tensor:
+        dirs = sliced_directions(seed, layer, f.shape[1]).to(f.device).unsqueeze(0)  # (1, K, C)
+        return F.project(_fp32(f), dirs)  # (1, K, h w)
+
 
 @dataclass(frozen=True)
-class HistogramKind:
+class HistogramKind(QuantilePartials):
     """Risser et al.'s per-channel histogram term; the channels' quantiles, blended as sliced_w's."""
 
     name: str = "histogram"
@@ -346,6 +378,9 @@ class HistogramKind:
 
     def module(self, targets: StyleTarget, layer_weights: torch.Tensor, seeds: Sequence[int]) -> StyleLossModule:
         return HistogramStyleLoss(targets, layer_weights, self.default_scale)
+
+    def samples(self, layer: str, f: torch.Tensor, seed: int) -> torch.Tensor:
+        return _fp32(f).flatten(2)  # (1, C, h w)
 
 
 # A histogram_weight to use when the term is on (Params keeps 0 = off): with any style loss at the
