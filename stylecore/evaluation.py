@@ -103,20 +103,34 @@ def gaussian_w2(fo: torch.Tensor, fs: torch.Tensor, eps: float = 1e-12) -> torch
     fewer positions than channels), else two C x C eigendecompositions."""
     c, no, ns = fo.shape[1], fo.shape[2] * fo.shape[3], fs.shape[2] * fs.shape[3]
     mu_o, mu_s = _mean(fo), _mean(fs)
-    if no * ns <= c * c:  # few positions: centred samples are small
-        xo = (fo.flatten(2).float() - mu_o.unsqueeze(2)).double()  # (B, C, No)
-        xs = (fs.flatten(2).float() - mu_s.unsqueeze(2)).double()
-        with one_lapack_thread(xo):
-            cross = torch.linalg.svdvals(xs.transpose(1, 2) @ xo / (no * ns) ** 0.5).sum(dim=1)  # (B,)
-        tr_o, tr_s = (xo**2).sum(dim=(1, 2)) / no, (xs**2).sum(dim=(1, 2)) / ns
-    else:
-        s_o, s_s = _covariance(fo, mu_o), _covariance(fs, mu_s)  # (B, C, C), (B or 1, C, C)
-        root_s = _psd_sqrt(s_s)
-        middle = root_s @ s_o @ root_s  # PSD
-        middle = (middle + middle.transpose(1, 2)) / 2  # symmetric up to round-off; eigvalsh needs exact
-        with one_lapack_thread(middle):
-            cross = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum(dim=1)
-        tr_o, tr_s = s_o.diagonal(dim1=1, dim2=2).sum(dim=1), s_s.diagonal(dim1=1, dim2=2).sum(dim=1)
+    if no * ns > c * c:
+        return gaussian_w2_from_stats(mu_o, _covariance(fo, mu_o), mu_s, _covariance(fs, mu_s), eps)
+    # few positions: centred samples are small
+    xo = (fo.flatten(2).float() - mu_o.unsqueeze(2)).double()  # (B, C, No)
+    xs = (fs.flatten(2).float() - mu_s.unsqueeze(2)).double()
+    with one_lapack_thread(xo):
+        cross = torch.linalg.svdvals(xs.transpose(1, 2) @ xo / (no * ns) ** 0.5).sum(dim=1)  # (B,)
+    tr_o, tr_s = (xo**2).sum(dim=(1, 2)) / no, (xs**2).sum(dim=(1, 2)) / ns
+    return _relative_w2(mu_o, mu_s, tr_o, tr_s, cross, eps)
+
+
+def gaussian_w2_from_stats(
+    mu_o: torch.Tensor, s_o: torch.Tensor, mu_s: torch.Tensor, s_s: torch.Tensor, eps: float = 1e-12
+) -> torch.Tensor:
+    """`gaussian_w2` from the fits themselves: means (B, C) and float64 covariances (B, C, C) of the
+    output and (B or 1) of the style -> (B,) float64 (two C x C eigendecompositions)."""
+    root_s = _psd_sqrt(s_s)
+    middle = root_s @ s_o @ root_s  # PSD
+    middle = (middle + middle.transpose(1, 2)) / 2  # symmetric up to round-off; eigvalsh needs exact
+    with one_lapack_thread(middle):
+        cross = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum(dim=1)
+    tr_o, tr_s = s_o.diagonal(dim1=1, dim2=2).sum(dim=1), s_s.diagonal(dim1=1, dim2=2).sum(dim=1)
+    return _relative_w2(mu_o, mu_s, tr_o, tr_s, cross, eps)
+
+
+def _relative_w2(
+    mu_o: torch.Tensor, mu_s: torch.Tensor, tr_o: torch.Tensor, tr_s: torch.Tensor, cross: torch.Tensor, eps: float
+) -> torch.Tensor:
     mo, ms = mu_o.double(), mu_s.double()
     w2_sq = ((mo - ms) ** 2).sum(dim=1) + tr_o + tr_s - 2 * cross
     energy = (ms**2).sum(dim=1) + tr_s  # E|f_s|^2, (B or 1,)

@@ -17,22 +17,32 @@ convention (it multiplies a [0, 1] mean squared error by 4).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from stylecore import evaluation as E
+from stylecore.featuretiles import tiled_features
 from stylecore.images import resize_tensor
 from stylecore.layers import check_layers
 from stylecore.losses import gram_matrix
+from stylecore.losses.sketch import Moments, covariance, merge_moments, moments, second_moment
 from stylecore.lpips import LPIPS
 from stylecore.vgg import VGGFeatures
 
 # Gram layers of the scale-free style distance when the caller names none: Gatys' classic set,
 # the default `Params.style_layers` (all of them exist in VGG-16 too, before relu5_3).
 DEFAULT_GRAM_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+# Outputs of at most this many pixels get every metric from one backbone pass over the whole
+# images (1024 x 1024: that pass peaks near 3 GB on three images); larger ones are measured in
+# tiles of METRIC_TILE px with a halo of METRIC_HALO px (`stylecore.featuretiles`; ~1 GB a tile),
+# LPIPS, Gram and W2 accumulated over the tiles' interior positions (see `Distance`).
+METRIC_MAX_PIXELS = 1024 * 1024
+METRIC_TILE = 512
+METRIC_HALO = 96
 
 
 def to_signed(x: torch.Tensor) -> torch.Tensor:
@@ -144,17 +154,28 @@ class Distance:
     the style image at the output's size (`match_size`), like the LPIPS style distance. Outputs
     with a long side above 512 px get CFSD and the colour distance at 512 (see
     `stylecore.evaluation`; one extra pass up to relu3_1). Pass `gram_vgg` to measure Grams and
-    W2 on another network (then it costs its own passes)."""
+    W2 on another network (then it costs its own passes).
+
+    Bounded memory: outputs over `max_pixels` (default METRIC_MAX_PIXELS) are measured in tiles
+    with a halo (`stylecore.featuretiles`): LPIPS is a per-layer spatial mean, accumulated as sums
+    over the tiles' interior positions; Gram and W2 come from the features' moments merged over
+    the tiles (`stylecore.losses.sketch`). Equal to one pass up to the halo's receptive-field
+    effect at the deepest taps (relu5_3's receptive field is 212 px wide) and float64 rounding:
+    `tests/stylecore/test_metrics_tiled.py` measures it. Outputs within `max_pixels` are measured
+    exactly as before."""
 
     def __init__(
         self,
         lpips_model: LPIPS,
         gram_layers: Sequence[str] = DEFAULT_GRAM_LAYERS,
         gram_vgg: VGGFeatures | None = None,
+        max_pixels: int = METRIC_MAX_PIXELS,
+        tile: int = METRIC_TILE,
     ):
         self.lpips = lpips_model
         self.gram_vgg = gram_vgg
         self.gram_layers = tuple(gram_layers)
+        self.max_pixels, self.tile = max_pixels, tile
         check_layers((gram_vgg or lpips_model.backbone).arch, self.gram_layers)
         check_layers(lpips_model.backbone.arch, [E.CFSD_LAYER])
 
@@ -177,6 +198,8 @@ class Distance:
         bs, bc = style_r.shape[0], content_r.shape[0]
         if bs not in (1, b) or bc not in (1, b):
             raise ValueError(f"style and content batches must be 1 or {b} (the outputs'), got {bs} and {bc}")
+        if output.shape[-2] * output.shape[-1] > self.max_pixels:
+            return self._tiled(output, style_r, content_r)
         small = E.fit_side(output.shape[-2:], E.CFSD_MAX_SIDE)
         cfsd_here = small == tuple(output.shape[-2:])
         with torch.inference_mode():
@@ -217,3 +240,85 @@ class Distance:
             gram_layers=gram_l,
             w2_layers=w2_l,
         )
+
+    # ------------------------------------------------------------------ large outputs, in tiles
+    def _tiled(self, output: torch.Tensor, style_r: torch.Tensor, content_r: torch.Tensor) -> DistanceResult:
+        """`__call__` for outputs over `max_pixels`: the same metrics, accumulated over tiles."""
+        b, bs = output.shape[0], style_r.shape[0]
+        gram_here = self.gram_vgg is None
+        taps = list(dict.fromkeys(list(self.lpips.layers) + (list(self.gram_layers) if gram_here else [])))
+        lp_style, lp_content, lp_gray = (_LpipsSums(self.lpips, b) for _ in range(3))
+        mo, ms = _MomentSums(self.gram_layers), _MomentSums(self.gram_layers)
+        with torch.inference_mode():
+            for raw in tiled_features(self.lpips.backbone, [output, style_r, content_r], taps, self.tile, METRIC_HALO):
+                feats = self.lpips.normalized(raw)  # each (B + bs + bc, C, h, w), the tile's interior
+                lp_style.add(feats, slice(b, b + bs))
+                lp_content.add(feats, slice(b + bs, None))
+                if gram_here:
+                    mo.add(raw, slice(0, b))
+                    ms.add(raw, slice(b, b + bs))
+            if self.gram_vgg is not None:
+                for raw in tiled_features(self.gram_vgg, [output, style_r], self.gram_layers, self.tile, METRIC_HALO):
+                    mo.add(raw, slice(0, b))
+                    ms.add(raw, slice(b, b + bs))
+            for raw in tiled_features(
+                self.lpips.backbone, [E.luminance(output), E.luminance(content_r)], self.lpips.layers, self.tile, METRIC_HALO
+            ):
+                lp_gray.add(self.lpips.normalized(raw), slice(b, None))
+            gram_l, w2_l = {}, {}
+            for n in self.gram_layers:
+                o, s = mo.total[n], ms.total[n]
+                c = o[1].shape[1]
+                g_o, g_s = second_moment(o) / c, second_moment(s) / c  # (B, C, C), (B or 1, C, C): `gram` of all positions
+                gram_l[n] = (torch.linalg.matrix_norm(g_o - g_s) / torch.linalg.matrix_norm(g_s).clamp_min(1e-12)).to(output.dtype)
+                w2_l[n] = E.gaussian_w2_from_stats(o[1], covariance(o), s[1], covariance(s)).to(output.dtype)
+            small = E.fit_side(output.shape[-2:], E.CFSD_MAX_SIDE)  # CFSD and colours at the protocol's 512 px, as in one pass
+            o_s, s_s, c_s = (resize_tensor(x, small) for x in (output, style_r, content_r))
+            f3 = self.lpips.backbone(torch.cat([o_s, c_s]), [E.CFSD_LAYER])[E.CFSD_LAYER]
+            cfsd = E.cfsd_from_features(f3[:b], f3[b:])
+            hist = E.sliced_colour_w1(o_s, s_s)
+        return DistanceResult(
+            lpips_style=lp_style.value().to(output.dtype),
+            lpips_content=lp_content.value().to(output.dtype),
+            gram_style=torch.stack(list(gram_l.values())).mean(dim=0),
+            lpips_content_gray=lp_gray.value().to(output.dtype),
+            w2_style=torch.stack(list(w2_l.values())).mean(dim=0),
+            hist_style=hist,
+            cfsd=cfsd.to(output.dtype),
+            gram_layers=gram_l,
+            w2_layers=w2_l,
+        )
+
+
+class _LpipsSums:
+    """LPIPS over tiles: per layer, the sum over positions of sum_c w_c (x̂_o - x̂_ref)^2 and the
+    count of positions; the value is the sum over layers of their ratios (each layer's spatial mean)."""
+
+    def __init__(self, model: LPIPS, b: int):
+        self.model, self.b = model, b
+        self.sums: list[torch.Tensor | float] = [0.0] * len(model.layers)
+        self.counts = [0] * len(model.layers)
+
+    def add(self, feats: Sequence[torch.Tensor], ref: slice) -> None:
+        """`feats`: one tile's normalised features per LPIPS layer, outputs first (B), then `ref`."""
+        for k, f in enumerate(feats):
+            d = torch.nn.functional.conv2d((f[: self.b] - f[ref]) ** 2, self.model.linear(k))  # (B, 1, h, w)
+            self.sums[k] = self.sums[k] + d.sum(dim=(1, 2, 3)).double()
+            self.counts[k] += int(f.shape[-2] * f.shape[-1])
+
+    def value(self) -> torch.Tensor:
+        """(B,) float64 on the features' device."""
+        return torch.stack([torch.as_tensor(s) / n for s, n in zip(self.sums, self.counts)]).sum(0)
+
+
+class _MomentSums:
+    """Moments (`stylecore.losses.sketch`) of some layers' features, merged over tiles."""
+
+    def __init__(self, layers: Sequence[str]):
+        self.layers = tuple(layers)
+        self.total: dict[str, Moments] = {}
+
+    def add(self, raw: Mapping[str, torch.Tensor], rows: slice) -> None:
+        for n in self.layers:
+            m = moments(raw[n][rows])
+            self.total[n] = m if n not in self.total else merge_moments(self.total[n], m)
