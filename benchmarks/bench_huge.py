@@ -59,11 +59,24 @@ def _tree(root: int) -> list[int]:
     return list(tree)
 
 
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")[:60].strip()
+    except OSError:
+        return "?"
+
+
+# Per process of the last `measure`: pid -> (peak RSS (VmHWM) in bytes, command line).
+PEAKS: dict[int, tuple[int, str]] = {}
+
+
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, int, int, str]:
     """(wall seconds, CPU seconds of the child, largest process peak RSS, largest tree RSS, exit
-    code, output tail) of `cmd`. CPU seconds (user + system, the child alone) are the figure that
-    survives a loaded machine; wall time does not."""
+    code, output tail) of `cmd`; each process's peak in PEAKS. CPU seconds (user + system, the
+    child alone) are the figure that survives a loaded machine; wall time does not."""
     t0 = time.perf_counter()
+    PEAKS.clear()
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         peak_proc = peak_tree = 0
@@ -71,7 +84,11 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, f
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            stats = [_status(p) for p in _tree(proc.pid)]
+            pids = _tree(proc.pid)
+            stats = [_status(p) for p in pids]
+            for p, st in zip(pids, stats):
+                if st.get("VmHWM", 0) > PEAKS.get(p, (0, ""))[0]:
+                    PEAKS[p] = (st["VmHWM"], PEAKS[p][1] if p in PEAKS else _name(p))
             peak_proc = max([peak_proc] + [s.get("VmHWM", 0) for s in stats])
             peak_tree = max(peak_tree, sum(s.get("VmRSS", 0) for s in stats))
             time.sleep(0.5)
@@ -167,13 +184,16 @@ def cmd_submit(a: argparse.Namespace) -> None:
     out = work / f"out_{a.size}"
     dry = subprocess.run(_stxpipe() + ["submit", str(manifest), "--out", str(out), "--dry-run"], capture_output=True, text=True, env=_env())
     print(dry.stdout.strip())
-    cmd = _stxpipe() + ["submit", str(manifest), "--out", str(out), "--no-progress", "--force"]
+    cmd = _stxpipe() + ["submit", str(manifest), "--out", str(out), "--no-progress", "--force", "--lpips-weights", "vgg16-hed"]
     load = os.getloadavg()[0]
     s, cpu, peak, tree, rc, tail = measure(cmd, _env())
     print(
         f"submit size {a.size} iterations {a.iterations}: {s:.0f} s wall ({cpu:.0f} CPU s in the driver), largest process peak RSS {peak / GIB:.2f} GiB, "
         f"largest tree RSS {tree / GIB:.2f} GiB, rc {rc} (load average at start {load:.1f}, at end {os.getloadavg()[0]:.1f})"
     )
+    top = sorted(PEAKS.items(), key=lambda kv: -kv[1][0])[:4]
+    for pid, (hwm, name) in top:  # the Ray worker (ray::StyleWorker), the driver (python -m pipeline.cli submit), raylet, ...
+        print(f"  peak RSS {hwm / GIB:.2f} GiB  pid {pid}  {name}")
     print(tail.strip().splitlines()[-1] if tail.strip() else "")
 
 
