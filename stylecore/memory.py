@@ -212,6 +212,15 @@ def no_grad_peak(arch: str, layers: Iterable[str], h: int, w: int, dtype_bytes: 
 # moments; sorted values and int64 indices for the quantile sketches), in units of the largest tap.
 FEATURE_HALO = 64
 FEATURE_STATS_FACTOR = 3
+# Share of the tile threshold (`tile_budget`) a measuring forward may use: the rest holds the
+# process, the models and the whole images alive beside it (content, style, output: 150 MB each
+# at 4096 x 3072). Measured: with the whole threshold, a 4096 px row's worker peaked at 3.9 GB.
+FEATURE_BUDGET_FRACTION = 0.5
+
+
+def feature_budget(budget: int, device: str = "cpu") -> int:
+    """Bytes a measuring forward (style targets, metrics) may peak at under a row budget `budget`."""
+    return int(FEATURE_BUDGET_FRACTION * tile_budget(budget, device))
 
 
 def feature_forward_peak(arch: str, layers: Iterable[str], h: int, w: int, batch: int = 1) -> int:

@@ -38,10 +38,11 @@ DEFAULT_GRAM_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_
 
 # Outputs of at most this many pixels get every metric from one backbone pass over the whole
 # images (1024 x 1024: that pass peaks near 3 GB on three images); larger ones are measured in
-# tiles of METRIC_TILE px with a halo of METRIC_HALO px (`stylecore.featuretiles`; ~1 GB a tile),
-# LPIPS, Gram and W2 accumulated over the tiles' interior positions (see `Distance`).
+# tiles with a halo of METRIC_HALO px (`stylecore.featuretiles`), LPIPS, Gram and W2 accumulated
+# over the tiles' interior positions (see `Distance`). The tile side comes from the memory model
+# (`stylecore.memory.feature_tile`: output, style and content crops in one forward under
+# `memory.feature_budget` of the device's default budget: 1.5 GB on a CPU, 256 px tiles).
 METRIC_MAX_PIXELS = 1024 * 1024
-METRIC_TILE = 512
 METRIC_HALO = 96
 
 
@@ -170,7 +171,7 @@ class Distance:
         gram_layers: Sequence[str] = DEFAULT_GRAM_LAYERS,
         gram_vgg: VGGFeatures | None = None,
         max_pixels: int = METRIC_MAX_PIXELS,
-        tile: int = METRIC_TILE,
+        tile: int | None = None,
     ):
         self.lpips = lpips_model
         self.gram_vgg = gram_vgg
@@ -242,15 +243,26 @@ class Distance:
         )
 
     # ------------------------------------------------------------------ large outputs, in tiles
+    def plan_tile(self, output: torch.Tensor, images: int, taps: Sequence[str]) -> int:
+        """Tile side for `images` crops in one forward under the device's measuring budget (the
+        whole image when it fits: one tile)."""
+        from stylecore import memory
+
+        dev = str(output.device)
+        hw = (int(output.shape[-2]), int(output.shape[-1]))
+        budget = memory.feature_budget(memory.default_budget(dev), dev)
+        return memory.feature_tile(self.lpips.backbone.arch, taps, hw, budget, images, METRIC_HALO) or max(hw)
+
     def _tiled(self, output: torch.Tensor, style_r: torch.Tensor, content_r: torch.Tensor) -> DistanceResult:
         """`__call__` for outputs over `max_pixels`: the same metrics, accumulated over tiles."""
         b, bs = output.shape[0], style_r.shape[0]
         gram_here = self.gram_vgg is None
         taps = list(dict.fromkeys(list(self.lpips.layers) + (list(self.gram_layers) if gram_here else [])))
+        tile = self.tile or self.plan_tile(output, b + bs + content_r.shape[0], taps)
         lp_style, lp_content, lp_gray = (_LpipsSums(self.lpips, b) for _ in range(3))
         mo, ms = _MomentSums(self.gram_layers), _MomentSums(self.gram_layers)
         with torch.inference_mode():
-            for raw in tiled_features(self.lpips.backbone, [output, style_r, content_r], taps, self.tile, METRIC_HALO):
+            for raw in tiled_features(self.lpips.backbone, [output, style_r, content_r], taps, tile, METRIC_HALO):
                 feats = self.lpips.normalized(raw)  # each (B + bs + bc, C, h, w), the tile's interior
                 lp_style.add(feats, slice(b, b + bs))
                 lp_content.add(feats, slice(b + bs, None))
@@ -258,11 +270,11 @@ class Distance:
                     mo.add(raw, slice(0, b))
                     ms.add(raw, slice(b, b + bs))
             if self.gram_vgg is not None:
-                for raw in tiled_features(self.gram_vgg, [output, style_r], self.gram_layers, self.tile, METRIC_HALO):
+                for raw in tiled_features(self.gram_vgg, [output, style_r], self.gram_layers, tile, METRIC_HALO):
                     mo.add(raw, slice(0, b))
                     ms.add(raw, slice(b, b + bs))
             for raw in tiled_features(
-                self.lpips.backbone, [E.luminance(output), E.luminance(content_r)], self.lpips.layers, self.tile, METRIC_HALO
+                self.lpips.backbone, [E.luminance(output), E.luminance(content_r)], self.lpips.layers, tile, METRIC_HALO
             ):
                 lp_gray.add(self.lpips.normalized(raw), slice(b, None))
             gram_l, w2_l = {}, {}

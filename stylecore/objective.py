@@ -153,7 +153,7 @@ class StyleTargets:
         """Tile side for measuring a style image of size `hw` (0: one forward), from the memory model."""
         budget = self.budget() if self.budget is not None else memory.default_budget(str(self.device))
         arch = getattr(getattr(vgg, "module", vgg), "arch", "vgg19")
-        return memory.feature_tile(arch, layers, hw, memory.tile_budget(budget, self.device.type))
+        return memory.feature_tile(arch, layers, hw, memory.feature_budget(budget, self.device.type))
 
     def row(
         self, kind: StyleLossKind, p: Params, styles: Sequence[Tensor], keys: Sequence[str] | None, long_side: int, vgg: Any
