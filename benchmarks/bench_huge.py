@@ -195,6 +195,12 @@ def cmd_submit(a: argparse.Namespace) -> None:
     for pid, (hwm, name) in top:  # the Ray worker (ray::StyleWorker), the driver (python -m pipeline.cli submit), raylet, ...
         print(f"  peak RSS {hwm / GIB:.2f} GiB  pid {pid}  {name}")
     print(tail.strip().splitlines()[-1] if tail.strip() else "")
+    from pipeline.results import read_results
+
+    table = read_results(str(out))
+    for r in table.to_pylist() if table is not None else []:
+        cols = ("status", "seconds", "iterations_run", "lpips_style", "lpips_content", "gram_style", "w2_style", "cfsd", "error")
+        print("  row " + ", ".join(f"{k} {r.get(k)!r}" for k in cols if r.get(k) is not None))
 
 
 def main() -> None:
