@@ -96,6 +96,8 @@ class StyleWorker:
         except Exception:
             pass  # outside Ray (tests, a plain process): host:pid is enough
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        if self.engine.dtype is not None:  # the results say which rows ran their VGG under autocast
+            self.device_name += f", VGG in {str(self.engine.dtype).removeprefix('torch.')}"
         self._images: ByteLRU[tuple[str, int], torch.Tensor] = ByteLRU(DECODE_CACHE_BYTES)
 
     def ping(self) -> str:

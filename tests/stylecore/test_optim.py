@@ -124,3 +124,40 @@ def test_a_row_retired_by_on_iter_keeps_its_point_and_the_others_go_on():
     four, _ = minimize_rows(x0[:1], lambda x, rows: rosenbrock(x, a[:1]), CFG, 4, 30)
     alone, _ = minimize_rows(x0[1:], lambda x, rows: rosenbrock(x, a[1:]), CFG, 30, 30)
     assert torch.equal(x[0], four[0]) and torch.equal(x[1], alone[0])
+
+
+class _NoisyQuadratic(torch.autograd.Function):
+    """An ill-conditioned quadratic whose gradient carries a small deterministic error (~5% of its
+    norm, a function of x), as a gradient through bf16 convolutions does: the loss is exact, so
+    strong-Wolfe searches along directions built from the noisy curvature pairs eventually find
+    no decrease (t = 0) long before the optimum."""
+
+    n = 200
+    c = torch.randn(1, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    scale = torch.logspace(0, 2, n, dtype=torch.float64)[None]
+
+    @staticmethod
+    def value(x: torch.Tensor) -> torch.Tensor:
+        return (0.5 * _NoisyQuadratic.scale * (x - _NoisyQuadratic.c) ** 2).sum(1)
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _NoisyQuadratic.value(x)
+
+    @staticmethod
+    def backward(ctx, go):
+        (x,) = ctx.saved_tensors
+        g = _NoisyQuadratic.scale * (x - _NoisyQuadratic.c)
+        noise = torch.sin(x * 1e4 + 1.0) * 0.05 * g.norm(dim=1, keepdim=True) / _NoisyQuadratic.n**0.5
+        return go[:, None] * (g + noise)
+
+
+def test_a_stalled_row_restarts_from_steepest_descent_and_stops_only_when_that_does_not_help():
+    """torch's L-BFGS stops at the first failed line search; ours restarts the row with an empty
+    memory, descends further, and stops (before the cap: converged) when a restart brings no lower loss."""
+    x0 = torch.zeros(1, _NoisyQuadratic.n, dtype=torch.float64)
+    ref, torch_steps, _ = _torch_lbfgs(x0[0], _NoisyQuadratic.apply, 300, 25)
+    x, steps = minimize_rows(x0, lambda x, rows: _NoisyQuadratic.apply(x), CFG, iterations=300, chunk=25)
+    assert torch_steps < steps[0] < 300, (torch_steps, steps)
+    assert _NoisyQuadratic.value(x).item() < 0.5 * _NoisyQuadratic.value(ref[None]).item()

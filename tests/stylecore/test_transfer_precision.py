@@ -1,5 +1,6 @@
 """The engine's precision and speed options on the CPU: autocast bf16/fp16 VGG with fp32 losses,
-torch.compile. (No GPU here: channels_last and the auto choice of bf16/fp16 are CUDA-only.)"""
+torch.compile. (No GPU here: channels_last and the choice between bf16 and fp16 are CUDA-only; on
+the CPU "auto" is bf16 where the CPU computes bf16 natively.)"""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ import torch
 from stylecore.images import load_tensor
 from stylecore.metrics import gram_distance
 from stylecore.params import ParamError, Params
-from stylecore.precision import Features, autocast_dtype
+from stylecore.precision import Features, autocast_dtype, cpu_has_native_bf16
 from stylecore.transfer import StyleTransfer, TransferJob
 from stylecore.weights import load_vgg
 
 
 def test_precision_names_resolve_per_device():
     cpu = torch.device("cpu")
-    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("auto", cpu) is (torch.bfloat16 if cpu_has_native_bf16() else None) and autocast_dtype("fp32", cpu) is None
     assert autocast_dtype("bf16", cpu) is torch.bfloat16 and autocast_dtype("fp16", cpu) is torch.float16
     with pytest.raises((KeyError, ValueError, ParamError), match="fp32"):
         autocast_dtype("fp8", cpu)
