@@ -14,7 +14,7 @@ machine: each line prints the 1-minute load average.
 Measured (`submit --size 4096 --iterations 2`, tubingen x starry_night, 4096 x 3072, one CPU
 worker, load average 6-10 on 2 cores): ok in 2926 s wall; worker peak RSS 3.31 GiB, driver 0.76
 GiB. By phase (worker RSS high-water mark, sampled): start 1.27 GiB (models + the full-size
-content, style and first image), style targets in 1184 -> 736 px tiles 2.86 GiB (~1.5 min),
+content, style and first image), style targets in 800 px tiles (1.5 GiB share) 2.86 GiB (~1.5 min),
 tiled pass (35 tiles of 736 px) 2.99 GiB (~20 min), metrics in 256 px tiles 3.31 GiB (~27 min:
 five 4096 px forwards to relu5_3 with a 96 px halo, 3x the pixels). Before the style targets and
 metrics were tiled, the same row peaked at 3.87 GiB before its metrics (style targets with the
