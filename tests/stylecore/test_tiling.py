@@ -126,10 +126,12 @@ def seam_ratio(image: torch.Tensor, boxes: list[Box], band: int = 1) -> float:
 
 @pytest.mark.slow
 def test_tiled_stylisation_has_no_seams_and_the_look_of_one_piece(hed: str, samples: Path) -> None:
-    """A real stylisation (vgg16-hed) at 160 px in forced 96-px tiles against one piece: no seam
-    (the gradient magnitude across the tiles' inner edges over that elsewhere, relative to the
-    same ratio of the one-piece image on the same lines, at most 1.1), the same Gram style
-    distance within 10% and LPIPS to the content within 30% (see below)."""
+    """A real stylisation (vgg16-hed) at 192 px in forced 96-px tiles against one piece: the tiled
+    row runs a coarse scale in one piece (96 px) and then its 2 x 3 tiles at 192 px; no seam (the
+    gradient magnitude across the tiles' inner edges over that elsewhere, relative to the same ratio
+    of the one-piece image on the same lines, at most 1.1), and the Gram style distance and LPIPS to
+    the content no more than 10% worse than one piece's (the 512-px figures: benchmarks/bench_huge.py
+    compare)."""
     from stylecore.images import load_tensor
     from stylecore.lpips import load_lpips
     from stylecore.metrics import gram_distance, match_size
@@ -137,16 +139,17 @@ def test_tiled_stylisation_has_no_seams_and_the_look_of_one_piece(hed: str, samp
     from stylecore.transfer import StyleTransfer, TransferJob
     from stylecore.weights import load_vgg
 
-    content = load_tensor((samples / "content" / "tubingen.jpg").read_bytes(), 160)
-    style = load_tensor((samples / "style" / "starry_night.jpg").read_bytes(), 160)
-    p = Params(size=160, iterations=20, weights=hed, lpips_weights=hed, tile_size=96)
+    content = load_tensor((samples / "content" / "tubingen.jpg").read_bytes(), 192)
+    style = load_tensor((samples / "style" / "starry_night.jpg").read_bytes(), 192)
+    p = Params(size=192, iterations=20, weights=hed, lpips_weights=hed, tile_size=96)
     engine = StyleTransfer("cpu")
     tiled = engine.run([TransferJob(content, (style,), p)])[0]
     whole = engine.run([TransferJob(content, (style,), p.replace(tile_size=0))])[0]
     h, w = tiled.image.shape[-2:]
     boxes = tile_boxes(h, w, 96, tiling.default_overlap(96))
-    assert len(boxes) == 4 and tiled.image.shape == whole.image.shape  # 2 x 2 tiles of 76 x 96 on 120 x 160
-    assert tiled.steps == 20 and len(tiled.history["total"]) == 20
+    assert len(boxes) == 6 and tiled.image.shape == whole.image.shape  # 2 x 3 tiles on 144 x 192
+    # `iterations` at each scale: the one-piece coarse scale, then the tiles.
+    assert tiled.scale_steps == [20, 20] and len(tiled.history["total"]) == 40 and whole.scale_steps == [20]
     # The tiled image's edges against the one piece's same lines (the content has its own edges there).
     ratio = seam_ratio(tiled.image, boxes) / seam_ratio(whole.image, boxes)
     vgg, _ = load_vgg(hed, "max", "cpu")
@@ -156,11 +159,7 @@ def test_tiled_stylisation_has_no_seams_and_the_look_of_one_piece(hed: str, samp
     g_t, g_w = (float(gram_distance(r.image[None], s, vgg)) for r in (tiled, whole))
     l_t, l_w = (float(lp(r.image[None], c)) for r in (tiled, whole))
     numbers = dict(ratio=ratio, raw=seam_ratio(tiled.image, boxes), gram=(g_t, g_w), lpips=(l_t, l_w))
-    # Gram within 10%; LPIPS to the content within 30% here: tiles of 76 x 96 px are small against
-    # VGG's receptive field, and matching the whole style's Gram inside each small tile stylises a
-    # little harder (measured: ratio 0.996, gram 0.150 vs 0.163, lpips 0.370 vs 0.297). The 10%
-    # comparison at 512 px in 256-px tiles is in benchmarks/bench_huge.py (compare).
-    assert ratio <= 1.1 and g_t == pytest.approx(g_w, rel=0.1) and l_t == pytest.approx(l_w, rel=0.3), numbers
+    assert ratio <= 1.1 and g_t <= 1.1 * g_w and l_t <= 1.1 * l_w, numbers
     assert float((tiled.image - c[0]).abs().mean()) > 0.03  # stylised, not the content
 
 
