@@ -104,8 +104,13 @@ def tiled_plan(plan: list[ScaleStep], tile: int, size: int) -> list[ScaleStep]:
     Why (issue 17's design): the tiles then refine one whole-image result instead of each
     stylising its own crop from the content. Measured (tubingen + starry_night, vgg16-hed, 100
     steps, 512 px in 256-px tiles): the result is far more stylised than the one-piece single
-    scale (LPIPS to the content 0.361 vs 0.246, Gram distance 0.162 vs 0.128), i.e. issue 17's
-    "within 10% of one piece" is not met; see benchmarks/bench_huge.py compare. size / 2 caps the
+    scale (LPIPS to the content 0.361 vs 0.246, Gram distance 0.162 vs 0.128; the same two scales in
+    one piece: 0.273, 0.130), i.e. issue 17's "within 10% of one piece" is not met. The gap is the
+    per-tile style term, not the blend: tiled from the content (no coarse scale) each tile matches
+    the whole style's Gram on its own (Gram distance of each tile 0.37-0.38 against 0.38-0.56 for
+    the one piece's crops, LPIPS to its content crop 0.29-0.38 against 0.19-0.30), and assembling
+    the tiles without feathering is worse (0.165, 0.341) than the blend (0.152, 0.336); see
+    benchmarks/bench_huge.py compare. size / 2 caps the
     extra scale's cost at ~1/4 of the final one and matches the factor 2 of `scales` >= 2."""
     if not plan or plan[0].long_side <= tile:
         return list(plan)
