@@ -65,9 +65,13 @@ def test_stored_lpips_pair_and_gram_style_match_a_recomputation_from_the_files(s
 def test_the_tolerance_is_not_wide_enough_to_hide_a_wrong_size_or_image(small_run, hed, samples):
     """What the recomputation would see had the worker measured the content decoded at half the
     size, or against another style image: differences beyond the tolerances for every row
-    (measured: 2e-2 in `lpips_style` and 4e-3 or more in `gram_style` for the other style)."""
+    (measured: 2e-2 in `lpips_style`; `gram_style` against the other style is beyond its own
+    tolerance for most rows, but two styles can give one 32-px output nearly equal Gram distances:
+    3e-4 apart for one row of this run once its VGG ran in bf16)."""
     distance = Distance.load(hed)
-    for row in (r for r in R.read_results(small_run.out).to_pylist() if r["status"] == R.STATUS_OK):
+    gram_apart = []
+    rows = [r for r in R.read_results(small_run.out).to_pylist() if r["status"] == R.STATUS_OK]
+    for row in rows:
         size = Params.from_dict(row["params"]).size
         output = load_tensor(row["output"])
         style, content = load_tensor(row["style"], size), load_tensor(row["content"], size)
@@ -77,7 +81,8 @@ def test_the_tolerance_is_not_wide_enough_to_hide_a_wrong_size_or_image(small_ru
         other = next(p for p in sorted((samples / "style").glob("*.jpg")) if str(p) != row["style"])
         m = distance(output, match_size(load_tensor(other, size), output), match_size(content, output)).rows()[0]
         assert abs(m["lpips_style"] - row["lpips_style"]) > 10 * TOL, row["row_id"]
-        assert abs(m["gram_style"] - row["gram_style"]) > TOLS["gram_style"], row["row_id"]
+        gram_apart.append(abs(m["gram_style"] - row["gram_style"]) > TOLS["gram_style"])
+    assert sum(gram_apart) > len(rows) / 2, gram_apart
 
 
 def test_batch_and_float_effects_are_below_the_tolerance(small_run, hed):

@@ -313,9 +313,10 @@ def test_lpips_content_on_the_shared_backbone_equals_separate_passes(images, hed
     h1 = vgg.normalize.register_forward_hook(lambda *a: calls.__setitem__("vgg", calls["vgg"] + 1))
     h2 = own.backbone.normalize.register_forward_hook(lambda *a: calls.__setitem__("own", calls["own"] + 1))
     try:
-        shared = StyleTransfer("cpu").run([TransferJob(content, (style,), p)])[0]
+        # fp32: under bf16 autocast the shared pass's LPIPS features are bf16's, the own module's fp32
+        shared = StyleTransfer("cpu", precision="fp32").run([TransferJob(content, (style,), p)])[0]
         shared_calls = dict(calls)
-        eng = StyleTransfer("cpu")
+        eng = StyleTransfer("cpu", precision="fp32")
         eng.lpips = lambda params: own
         separate = eng.run([TransferJob(content, (style,), p)])[0]
     finally:
