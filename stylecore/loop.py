@@ -30,7 +30,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from stylecore.optim import EMA, BatchedLBFGS, LBFGSConfig
+from stylecore.ema import EMA
+from stylecore.optim import BatchedLBFGS, LBFGSConfig
 from stylecore.params import Params
 
 # L-BFGS iterations per `stylecore.optim.lbfgs_step` call of a row: one `torch.optim.LBFGS.step()`

@@ -43,7 +43,7 @@ class LBFGSState:
     prev_flat_grad: Tensor | None = None  # (N,)
     prev_loss: float | None = None
     al: list[Any] | None = None
-    restart: bool = False  # the next iteration starts afresh: steepest descent, empty memory
+    restart: bool = False  # the next iteration starts from -g with an empty memory
 
 
 @dataclass(frozen=True)
@@ -265,12 +265,9 @@ def lbfgs_run(
     `project(x)` (e.g. a clamp, in place) after every call that did not converge. Returns the
     iterations taken. Running out of evaluations in a call is not convergence: it goes on.
 
-    A call that stops on a tolerance first restarts the row from steepest descent with an empty
-    memory; only a second stop with no lower loss since the restart is convergence. Why: under
-    bf16 autocast the gradient is ~1e-2 noisy relative to the loss, and after a few hundred steps
-    the strong-Wolfe search can find no decrease along an L-BFGS direction built from noisy
-    curvature pairs (t = 0: at 256 px, tubingen + starry_night stopped at step 177 of 300, far
-    from converged); a fresh start from -g goes on descending."""
+    A call stopped on a tolerance restarts the row from -g with an empty memory; a second stop
+    with no lower loss since is convergence. (Under bf16 the search can find no decrease along a
+    direction built from noisy curvature pairs far from the optimum: at step 177 of 300 at 256 px.)"""
     steps = 0
     loss_at_stop: float | None = None
     while steps < iterations:
@@ -387,23 +384,4 @@ def minimize_rows(
     return opt.run(loss_fn), opt.steps
 
 
-class EMA:
-    """A bias-corrected exponential moving average of a tensor (crowsonkb/style-transfer-pytorch's
-    `EMA`, as Adam corrects its moments): started with the first value, `get()` is the weighted
-    mean of every value so far with weights decay^age, normalised to sum to 1."""
-
-    def __init__(self, value: Tensor, decay: float):
-        self.decay = decay
-        self.value = torch.zeros_like(value)
-        self.accum = 1.0  # decay^updates: the weight the zero start still has
-        self.update(value)
-
-    def update(self, value: Tensor) -> None:
-        self.accum *= self.decay
-        self.value.mul_(self.decay).add_(value, alpha=1 - self.decay)
-
-    def get(self) -> Tensor:
-        return self.value / (1 - self.accum)
-
-
-__all__ = ("EMA", "BatchedLBFGS", "LBFGSConfig", "LBFGSState", "lbfgs_run", "lbfgs_step", "minimize_rows")
+__all__ = ("BatchedLBFGS", "LBFGSConfig", "LBFGSState", "lbfgs_run", "lbfgs_step", "minimize_rows")

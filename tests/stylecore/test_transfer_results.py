@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
+from stylecore.ema import EMA
 from stylecore.images import resize_tensor
 from stylecore.loop import CONVERGENCE_WINDOW
-from stylecore.optim import EMA
 from stylecore.params import Params
 from stylecore.transfer import Snapshot, StyleTransfer, TransferJob
 from tests.stylecore.test_transfer import batch_invariant_kernels
