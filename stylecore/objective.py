@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from stylecore import memory
+from stylecore.anchor import ANCHORS, anchored
 from stylecore.cache import ByteLRU
 from stylecore.featuretiles import tiled_targets
 from stylecore.images import resize_tensor as resize
@@ -155,6 +156,13 @@ class StyleTargets:
         arch = getattr(getattr(vgg, "module", vgg), "arch", "vgg19")
         return memory.feature_tile(arch, layers, hw, memory.feature_budget(budget, self.device.type))
 
+    def measure(self, kind: StyleLossKind, vgg: Any, image: Tensor, layers: Sequence[str], seed: int) -> StyleTarget:
+        """`kind`'s statistics (1, ...) per layer of one image (1, 3, H, W), in tiles when its one-piece
+        forward is over the budget."""
+        tile = self.forward_tile(vgg, layers, (image.shape[-2], image.shape[-1]))
+        with torch.no_grad():
+            return tiled_targets(kind, vgg, image, layers, seed, tile) if tile else kind.targets(vgg(image, layers), seed)
+
     def row(
         self, kind: StyleLossKind, p: Params, styles: Sequence[Tensor], keys: Sequence[str] | None, long_side: int, vgg: Any
     ) -> StyleTarget:
@@ -169,11 +177,7 @@ class StyleTargets:
             hit = self.cache.get(key) if key is not None else None
             if hit is None:
                 s = resize(style.to(self.device), output_size((style.shape[-2], style.shape[-1]), side))
-                tile = self.forward_tile(vgg, p.style_layers, (s.shape[-2], s.shape[-1]))
-                with torch.no_grad():
-                    hit = (
-                        tiled_targets(kind, vgg, s, p.style_layers, p.seed, tile) if tile else kind.targets(vgg(s, p.style_layers), p.seed)
-                    )
+                hit = self.measure(kind, vgg, s, p.style_layers, p.seed)
                 if key is not None:
                     self.cache.put(key, hit)
             per_style.append(hit)
@@ -198,11 +202,16 @@ def build_objective(
     vgg: Any,
     targets: StyleTargets,
     lpips: Callable[[], Any],
+    anchor: tuple[Tensor, StyleTarget] | None = None,
 ) -> Objective:
     """The objective of a batch at one scale: `contents` (B, 3, H, W) at this scale, each row's style
     images, the style VGG's forward (`(x, layers) -> features`; its `.module`, if any, is the VGG
     module, compared with the LPIPS backbone), the style-target cache and a loader of the LPIPS model (only called for
-    `content_loss="lpips"`). Rows share the BATCH_FIELDS (layers, losses, weights)."""
+    `content_loss="lpips"`). Rows share the BATCH_FIELDS (layers, losses, weights).
+
+    `anchor` (the tiled pass; the rows are one row's tiles): (the tiles at their start (T, 3, h, w),
+    the whole image's statistics at the start (1, ...)); each tile's style target is anchored to its
+    own start (`stylecore.anchor`)."""
     p0, dev = params[0], contents.device
     layers = list(p0.style_layers)
     terms: dict[str, Term] = {}
@@ -221,6 +230,12 @@ def build_objective(
             terms["content"] = ImageTerm(loss)
     kind = style_loss_kind(p0.style_loss)
     rows = [targets.row(kind, p, s, k, long_side, vgg) for p, s, k in zip(params, styles, style_keys)]
+    if anchor is not None and kind.name in ANCHORS:
+        start, whole = anchor
+        with torch.no_grad():
+            tiles = kind.targets(vgg(start, p0.style_layers), p0.seed)  # (T, ...) per layer
+        shifted = anchored(kind.name, rows[0], tiles, whole)
+        rows = [{n: v[i : i + 1] for n, v in shifted.items()} for i in range(len(rows))]
     terms["style"] = _style_term(kind, params, rows, dev)
     terms["tv"] = ImageTerm(TVLoss(), enabled=any(p.tv_weight > 0 for p in params))
     columns = [[p.content_weight, p.style_weight, p.tv_weight] for p in params]

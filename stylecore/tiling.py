@@ -164,7 +164,7 @@ def tiled_pass(x: torch.Tensor, tile: int, optimise: OptimiseTiles, batch: int =
 
 
 def tiled_scale(
-    make_objective: Callable[[torch.Tensor], Objective],
+    make_objective: Callable[[torch.Tensor, torch.Tensor], Objective],
     contents: torch.Tensor,
     x: torch.Tensor,
     tile: int,
@@ -177,8 +177,9 @@ def tiled_scale(
     """`stylecore.loop.optimize_scale` for one row in tiles: the same contract (one row in, one
     ScaleOutcome out), so the engine can swap it in for a scale.
 
-    `make_objective(content tiles (T, 3, th, tw))` builds the per-tile objective (content targets
-    from the content crops, the whole style image's targets for every tile); each batch of tiles
+    `make_objective(content tiles (T, 3, th, tw), the tiles at their start (T, 3, th, tw))` builds
+    the per-tile objective (content targets from the content crops, the whole style image's targets
+    anchored to each tile's start: `stylecore.anchor`); each batch of tiles
     runs through `optimize_scale` (each tile its own optimiser state). The row's step k reported
     to `on_step` carries the mean of its tiles' losses after their step k (a tile that stopped
     earlier counts with its last), replayed after the blend, so a snapshot there shows the
@@ -200,7 +201,7 @@ def tiled_scale(
             curves[first + i].append(dict(terms))
             return stop()
 
-        objective = make_objective(torch.cat([b.crop(contents) for b in boxes]))
+        objective = make_objective(torch.cat([b.crop(contents) for b in boxes]), crops)
         out = optimize_scale(objective, crops, per_tile, tile_step)
         finals.append({k: v.detach() for k, v in out.final.items()})
         reasons.extend(out.stopped)

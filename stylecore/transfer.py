@@ -17,14 +17,15 @@ rounding (see `StyleTransfer.__init__`).
 Huge rows: when the memory model (`stylecore.memory`) puts a row's one-piece peak over the tile
 threshold (or `tile_size` asks for it), its scales larger than the tile go through
 `stylecore.tiling.tiled_scale` instead of `optimize_scale`: overlapping tiles, each with its own
-optimiser state, the whole style image's targets, content targets from the content crops, a
-feathered blend. When every scale of its plan is that large (the default `scales=1`), a coarse
+optimiser state, the whole style image's targets anchored to each tile's start
+(`stylecore.anchor`), content targets from the content crops, a feathered blend. When every scale of its plan is that large (the default `scales=1`), a coarse
 scale in one piece comes first (`stylecore.schedule.tiled_plan`), so the tiles refine one
 whole-image result. Such a row runs alone."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,9 +35,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from stylecore import memory
+from stylecore.anchor import ANCHORS
 from stylecore.images import preserve_colors
 from stylecore.images import resize_tensor as resize
 from stylecore.loop import LBFGS_CHUNK, Objective, OptimSettings, StepFn, optimize_scale  # noqa: F401 - LBFGS_CHUNK: benchmarks read it here
+from stylecore.losses import StyleTarget, style_loss_kind
 from stylecore.objective import StyleTargets, build_objective, output_size
 from stylecore.params import Params, check_job
 from stylecore.precision import PRECISIONS, Features, autocast_dtype  # noqa: F401 - PRECISIONS: the valid names, re-exported
@@ -252,7 +255,13 @@ class StyleTransfer:
             prev_contents = contents
             settings = dataclasses.replace(OptimSettings.from_params(p0, iterations), tol=tuple(j.params.tol for j in jobs))
 
-            def make_objective(c: torch.Tensor, rows: Sequence[TransferJob] = keyed, side: int = long_side) -> Objective:
+            def make_objective(
+                c: torch.Tensor,
+                start: torch.Tensor | None = None,
+                rows: Sequence[TransferJob] = keyed,
+                side: int = long_side,
+                whole: StyleTarget | None = None,
+            ) -> Objective:
                 rows = list(rows) * (c.shape[0] // len(rows))  # tiles: the row's job once per tile
                 return build_objective(
                     [j.params for j in rows],
@@ -263,11 +272,15 @@ class StyleTransfer:
                     feats,
                     self.style_targets,
                     lambda: self.lpips(p0),
+                    None if start is None or whole is None else (start, whole),
                 )
 
             if tile and max(shw) > tile:  # the tiled pass (one row, see above), tiles batched per `_tile_batch`
                 batch = self._tile_batch(p0, shw, tile)
-                out = tiled_scale(make_objective, contents, x, tile, settings, track.scale(si), track.past_deadline, batch)
+                kind = style_loss_kind(p0.style_loss)
+                whole = self.style_targets.measure(kind, feats, x, p0.style_layers, p0.seed) if kind.name in ANCHORS else None  # (1, ...)
+                anchored_objective = functools.partial(make_objective, whole=whole)
+                out = tiled_scale(anchored_objective, contents, x, tile, settings, track.scale(si), track.past_deadline, batch)
             else:
                 out = optimize_scale(make_objective(contents), x, settings, track.scale(si))
             x, losses = out.x, out.final
