@@ -111,6 +111,26 @@ def forward_saved_bytes(arch: str, layers: Iterable[str], h: int, w: int, dtype_
     return saved, largest
 
 
+def activation_bytes(device: str = "cpu") -> int:
+    """Bytes per VGG activation under the engine's default precision ("auto", `stylecore.precision`):
+    2 on CUDA (bf16/fp16 autocast) and on CPUs with native bf16, else 4. The CPU's features are read
+    from /proc/cpuinfo (`amx_tile`, `avx512_bf16`: what torch's probes test), so the driver can plan
+    without torch. Measured on this project's Xeon (AMX), bf16 peaks at 256-1024 px are 0.77-1.05x
+    the fp32 model's (`benchmarks/bench_memory.py`)."""
+    return 2 if str(device).startswith("cuda") or _cpu_has_bf16_flags() else 4
+
+
+def _cpu_has_bf16_flags(_memo: dict[str, bool] = {}) -> bool:  # noqa: B006 - a per-process memo
+    if "v" not in _memo:
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        except OSError:
+            flags = []
+        _memo["v"] = "amx_tile" in flags or "avx512_bf16" in flags
+    return _memo["v"]
+
+
 def _layer_elems(arch: str, layers: Iterable[str], h: int, w: int) -> int:
     return sum(math.prod(_shape(n, h, w)) for n in layers if n in layer_names(arch))
 
@@ -122,22 +142,31 @@ def estimate(
     device: str = "cpu",
     dtype_bytes: int = 4,
     iterations: int | None = None,
+    act_bytes: int | None = None,
 ) -> MemoryEstimate:
     """Predicted peak of optimising `batch` rows of `params` at output size `hw` (H, W; default a
-    square of `params.size`) in one batched forward on `device` ("cpu" or "cuda")."""
+    square of `params.size`) in one batched forward on `device` ("cpu" or "cuda"). `act_bytes`:
+    bytes per VGG activation (None: `activation_bytes(device)`, the engine's default precision)."""
     h, w = hw if hw is not None else (params.size, params.size)
     kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    act_b = activation_bytes(kind) if act_bytes is None else act_bytes
     arch = _arch(params.weights)
     layers = list(params.style_layers)
     if params.content_loss == "mse":
         layers += list(params.content_layers)
-    saved, largest = forward_saved_bytes(arch, dict.fromkeys(layers), h, w, dtype_bytes)
+    saved, _ = forward_saved_bytes(arch, dict.fromkeys(layers), h, w, act_b)
+    # The backward's transients in fp32 units even under bf16: fitted (bench_memory, bf16 on this
+    # Xeon: halving them too under-predicts 256-512 px by 16-24%; oneDNN's reorders stay fp32-sized).
+    _, largest = forward_saved_bytes(arch, dict.fromkeys(layers), h, w, dtype_bytes)
+    if act_b < dtype_bytes:  # the losses' fp32 copies of the tapped features, saved for their backward
+        saved += _layer_elems(arch, dict.fromkeys(layers), h, w) * dtype_bytes
     content_elems = _layer_elems(arch, params.content_layers, h, w) if params.content_loss == "mse" else 0
     saved += content_elems * dtype_bytes  # the content loss's (F - P)
     model_params = _vgg_params(arch, layers)
     if params.content_loss == "lpips":
         shared = params.lpips_weights == params.weights
-        lp_saved, lp_largest = forward_saved_bytes("vgg16", LPIPS_LAYERS, h, w, dtype_bytes)
+        lp_saved, _ = forward_saved_bytes("vgg16", LPIPS_LAYERS, h, w, act_b)
+        _, lp_largest = forward_saved_bytes("vgg16", LPIPS_LAYERS, h, w, dtype_bytes)
         lp_taps = _layer_elems("vgg16", LPIPS_LAYERS, h, w) * dtype_bytes
         saved += (0 if shared else lp_saved) + 2 * lp_taps  # normalised taps and their squared difference
         largest = max(largest, lp_largest)
