@@ -102,15 +102,23 @@ def tiled_plan(plan: list[ScaleStep], tile: int, size: int) -> list[ScaleStep]:
     runs 2 x iterations steps, the first ones on at most a quarter of the pixels).
 
     Why (issue 17's design): the tiles then refine one whole-image result instead of each
-    stylising its own crop from the content. Measured (tubingen + starry_night, vgg16-hed, 100
-    steps, 512 px in 256-px tiles): the result is far more stylised than the one-piece single
-    scale (LPIPS to the content 0.361 vs 0.246, Gram distance 0.162 vs 0.128; the same two scales in
-    one piece: 0.273, 0.130), i.e. issue 17's "within 10% of one piece" is not met. The gap is the
-    per-tile style term, not the blend: tiled from the content (no coarse scale) each tile matches
-    the whole style's Gram on its own (Gram distance of each tile 0.37-0.38 against 0.38-0.56 for
-    the one piece's crops, LPIPS to its content crop 0.29-0.38 against 0.19-0.30), and assembling
-    the tiles without feathering is worse (0.165, 0.341) than the blend (0.152, 0.336); see
-    benchmarks/bench_huge.py compare. size / 2 caps the
+    stylising its own crop from the content, and each tile's style target is anchored to its start
+    (`stylecore.anchor`), so a tile keeps that result's share of the style. Measured (vgg16-hed,
+    bf16, 100 steps, 512 px in 256-px tiles; Gram distance / LPIPS to the content as ratios to the
+    one-piece single-scale row; `benchmarks/bench_huge.py compare`):
+
+        tubingen + starry_night      chelsea + the_scream
+        1.069 / 1.277                0.998 / 1.369    this plan, anchored targets
+        1.26  / 1.47                 -                this plan, every tile the whole style's target
+        1.211 / 1.160                1.011 / 1.133    tiles from the content, anchored (no coarse scale)
+        1.068 / 1.245                -                coarse scale with 0.3 x the steps
+        1.264 / 1.337                -                anchored to the content's tiles, not the start's
+
+    The Gram distance is within 10% of one piece; LPIPS is not. Most of that LPIPS is the coarse
+    scale's, not the tiles': the same two scales in one piece gave 1.01 / 1.11 (tubingen, fp32), so
+    the tiles themselves cost about +5% / +15%. Dropping the coarse scale trades LPIPS for Gram (the
+    third row) and gives up the issue's design (the tiles refine the coarse-to-fine schedule's
+    whole-image result); a judgement, the figures being mixed. size / 2 caps the
     extra scale's cost at ~1/4 of the final one and matches the factor 2 of `scales` >= 2."""
     if not plan or plan[0].long_side <= tile:
         return list(plan)

@@ -129,12 +129,13 @@ def test_tiled_stylisation_has_no_seams_and_the_look_of_one_piece(hed: str, samp
     """A real stylisation (vgg16-hed) at 192 px in forced 96-px tiles against one piece: the tiled
     row runs a coarse scale in one piece (96 px) and then its 2 x 3 tiles at 192 px. No seam: the
     gradient magnitude across the tiles' inner edges over that elsewhere, relative to the same ratio
-    of the one-piece image on the same lines, at most 1.1 (measured 0.94).
+    of the one-piece image on the same lines, at most 1.1 (measured 1.00).
 
     Quality: issue 17 asks for the Gram style distance and LPIPS to the content within 10% of one
-    piece; that is NOT met yet, so the bounds here only guard the measured state (gram 0.150 vs
-    0.136, +10%; lpips 0.404 vs 0.307, +32%; the same two scales in one piece, scales=2: 0.126,
-    0.345, so the tiles themselves cost +19% / +17% and the coarse scale the rest of the LPIPS).
+    piece. With each tile's target anchored to its start (`stylecore.anchor`) the Gram distance is
+    (measured 0.131 vs 0.137, 0.96x; before anchoring +10%); LPIPS is not (0.365 vs 0.301, +21%;
+    before +32%), most of it from the coarse scale (`stylecore.schedule.tiled_plan`). The bounds
+    guard that state.
     The 512-px figures: benchmarks/bench_huge.py compare."""
     from stylecore.images import load_tensor
     from stylecore.lpips import load_lpips
@@ -164,7 +165,8 @@ def test_tiled_stylisation_has_no_seams_and_the_look_of_one_piece(hed: str, samp
     l_t, l_w = (float(lp(r.image[None], c)) for r in (tiled, whole))
     numbers = dict(ratio=ratio, raw=seam_ratio(tiled.image, boxes), gram=(g_t, g_w), lpips=(l_t, l_w))
     assert ratio <= 1.1, numbers
-    assert g_t <= 1.25 * g_w and l_t <= 1.45 * l_w, numbers  # see the docstring: the 10% target is open
+    assert g_t <= 1.10 * g_w, numbers  # issue 17's band, met with anchored targets
+    assert l_t <= 1.30 * l_w, numbers  # see the docstring: the 10% target is open for LPIPS
     assert float((tiled.image - c[0]).abs().mean()) > 0.03  # stylised, not the content
 
 
