@@ -145,7 +145,11 @@ def _lbfgs(objective: Objective, x: Tensor, s: OptimSettings, rows: _Rows) -> tu
     seen: list[deque[dict[str, float]]] = [deque(maxlen=64) for _ in range(x.shape[0])]  # recent evaluations per row
 
     def loss_fn(pts: Tensor, idx: Tensor) -> Tensor:  # (R, 3, H, W), (R,) -> (R,)
-        ls = objective(pts, idx)
+        # The loss of the image the row will output, clamp(x): L-BFGS then never gains by pushing
+        # pixels out of [0, 1] only to lose it at the next projection (every `chunk` steps), and
+        # its curvature pairs describe one fixed function. Measured (256 px, vgg16-hed, bf16):
+        # Gram distance 0.0099 at step 300 against 0.0121 with the loss of the raw x.
+        ls = objective(pts.clamp(0, 1), idx)
         for i, terms in zip(idx.tolist(), _terms(ls)):
             seen[i].append(terms)
         return ls["total"]
