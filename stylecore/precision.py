@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from stylecore.memory import cpu_has_native_bf16
 from stylecore.registry import Registry
 from stylecore.vgg import VGGFeatures
 
@@ -35,15 +36,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             return torch.bfloat16 if cpu_has_native_bf16() else None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return _DTYPES.get(precision)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16), where oneDNN's bf16
-    convolutions are ~2x faster than fp32 (a VGG-16 forward + backward at 256x341 on one thread of
-    this project's Xeon: 0.94 s fp32, 0.53 s bf16). Elsewhere CPU bf16 is emulated and slower.
-    torch names these probes privately (`torch.cpu._is_*_supported`); a torch without them: False."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 class Features:

@@ -25,7 +25,6 @@ whole-image result. Such a row runs alone."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -255,12 +254,17 @@ class StyleTransfer:
             prev_contents = contents
             settings = dataclasses.replace(OptimSettings.from_params(p0, iterations), tol=tuple(j.params.tol for j in jobs))
 
+            tiled = bool(tile) and max(shw) > tile  # the tiled pass (one row, see above)
+            kind = style_loss_kind(p0.style_loss)
+            # Tiles' targets are anchored to their start: the whole image's statistics there, (1, ...).
+            whole = self.style_targets.measure(kind, feats, x, p0.style_layers, p0.seed) if tiled and kind.name in ANCHORS else None
+
             def make_objective(
                 c: torch.Tensor,
                 start: torch.Tensor | None = None,
                 rows: Sequence[TransferJob] = keyed,
                 side: int = long_side,
-                whole: StyleTarget | None = None,
+                whole: StyleTarget | None = whole,
             ) -> Objective:
                 rows = list(rows) * (c.shape[0] // len(rows))  # tiles: the row's job once per tile
                 return build_objective(
@@ -275,12 +279,9 @@ class StyleTransfer:
                     None if start is None or whole is None else (start, whole),
                 )
 
-            if tile and max(shw) > tile:  # the tiled pass (one row, see above), tiles batched per `_tile_batch`
+            if tiled:  # tiles batched per `_tile_batch`
                 batch = self._tile_batch(p0, shw, tile)
-                kind = style_loss_kind(p0.style_loss)
-                whole = self.style_targets.measure(kind, feats, x, p0.style_layers, p0.seed) if kind.name in ANCHORS else None  # (1, ...)
-                anchored_objective = functools.partial(make_objective, whole=whole)
-                out = tiled_scale(anchored_objective, contents, x, tile, settings, track.scale(si), track.past_deadline, batch)
+                out = tiled_scale(make_objective, contents, x, tile, settings, track.scale(si), track.past_deadline, batch)
             else:
                 out = optimize_scale(make_objective(contents), x, settings, track.scale(si))
             x, losses = out.x, out.final
