@@ -98,7 +98,13 @@ CONTENT_LOSSES = Registry(
     "content_loss", {"mse": "L2 on VGG features (Gatys)", "lpips": "LPIPS(output, content), the founding paper's perceptual content loss"}
 )
 INITS = Registry(
-    "init", {"content": "start from the content image", "noise": "start from white noise", "style": "start from the (resized) style image"}
+    "init",
+    {
+        "content": "start from the content image",
+        "color_matched": "start from the content image recoloured to the style's mean and covariance of RGB (Gatys et al. 2017)",
+        "noise": "start from white noise",
+        "style": "start from the (resized) style image",
+    },
 )
 OPTIMIZERS = Registry("optimizer", {"lbfgs": "L-BFGS (the paper's choice)", "adam": "Adam"})
 STYLE_LOSSES = Registry(

@@ -35,7 +35,7 @@ import torch
 
 from stylecore import memory
 from stylecore.anchor import ANCHORS
-from stylecore.images import preserve_colors
+from stylecore.images import match_colors, preserve_colors
 from stylecore.images import resize_tensor as resize
 from stylecore.loop import LBFGS_CHUNK, Objective, OptimSettings, StepFn, optimize_scale  # noqa: F401 - LBFGS_CHUNK: benchmarks read it here
 from stylecore.losses import StyleTarget, style_loss_kind
@@ -341,6 +341,8 @@ class StyleTransfer:
         for i, j in enumerate(jobs):
             if j.params.init == "content":
                 imgs.append(contents[i : i + 1])
+            elif j.params.init == "color_matched":
+                imgs.append(match_colors(contents[i : i + 1], [s.to(self.device) for s in j.styles], j.params.style_blend))
             elif j.params.init == "noise":
                 # A per-row generator: the same seed gives the same noise alone or in a batch.
                 g = torch.Generator().manual_seed(j.params.seed)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFile
 
 from stylecore import images as I
-from stylecore.images import ImageError
+from stylecore.images import ImageError, match_colors
 
 
 def _save(img: Image.Image, path: Path, **kw) -> Path:
@@ -582,3 +582,21 @@ def test_pillow_version_floor():
     assert I.MIN_PILLOW == (10, 1)
     assert I._version_tuple(PIL.__version__) >= I.MIN_PILLOW
     assert I._version_tuple("10.0.1") < I.MIN_PILLOW <= I._version_tuple("10.1.0") < I._version_tuple("11.0.0.dev0")
+
+
+def test_match_colors_gives_the_content_the_styles_mean_and_covariance():
+    g = torch.Generator().manual_seed(0)
+    content = torch.rand(1, 3, 64, 80, generator=g) * 0.5 + 0.2  # (1, 3, H, W), inside (0, 1) after the map
+    n = torch.rand(1, 1, 300, 200, generator=g)
+    style = torch.cat([0.4 + 0.2 * n, 0.5 - 0.1 * n, 0.3 + 0.05 * torch.rand(1, 1, 300, 200, generator=g)], 1)  # correlated R/G
+    out = match_colors(content, [style])
+    flat, ref = out.reshape(3, -1), style.reshape(3, -1)
+    torch.testing.assert_close(flat.mean(1), ref.mean(1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(flat), torch.cov(ref), atol=2e-5, rtol=0)  # the R/G anti-correlation too
+    # The map is affine and whitening-then-colouring: the content's own structure survives (a
+    # pixel-wise rank correlation would too); a plain copy of the style's colours would not.
+    assert torch.corrcoef(torch.stack([out[0, 2].flatten(), content[0, 2].flatten()]))[0, 1] > 0.5
+    # A blend is the mixture of its styles: weights (1, 0) give the first style's moments.
+    torch.testing.assert_close(match_colors(content, [style, torch.zeros_like(style)], [1.0, 0.0]), out)
+    # A flat (one-colour) content stays finite: its covariance is floored, not inverted raw.
+    assert match_colors(torch.full((1, 3, 8, 8), 0.3), [style]).isfinite().all()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stylecore.images import load_tensor, resize_tensor, rgb_to_yiq
+from stylecore.images import load_tensor, match_colors, resize_tensor, rgb_to_yiq
 from stylecore.losses import total_variation
 from stylecore.lpips import load_lpips
 from stylecore.params import Params
@@ -88,6 +88,19 @@ def test_init_style_starts_from_the_style_image_and_moves_toward_the_content(ima
     assert moved.image.shape == start.image.shape
     assert moved.losses["total"] < 0.6 * first.losses["total"], (first.losses, moved.losses)  # 2.5 -> 0.83
     assert moved.losses["content"] < 0.9 * first.losses["content"], (first.losses, moved.losses)  # 0.50 -> 0.38
+
+
+def test_init_color_matched_starts_in_the_styles_colours_and_keeps_the_content(images, base):
+    content, starry, scream = images
+    start = stylize(content, starry, base.replace(init="color_matched", iterations=0)).image  # (3, H, W)
+    torch.testing.assert_close(start[None], match_colors(content, [starry]), atol=1e-6, rtol=0)
+    # Nearer the style's colours than the content is, and still the content's picture.
+    assert _mean_abs(start.mean((1, 2)), starry[0].mean((1, 2))) < 0.5 * _mean_abs(content[0].mean((1, 2)), starry[0].mean((1, 2)))
+    assert torch.corrcoef(torch.stack([rgb_to_yiq(start[None])[0, 0].flatten(), rgb_to_yiq(content)[0, 0].flatten()]))[0, 1] > 0.8
+    # A blend starts from the blend's colours: the weights move the start toward the heavier style.
+    toward_scream = stylize(content, (starry, scream), base.replace(init="color_matched", iterations=0, style_blend=(1.0, 3.0))).image
+    torch.testing.assert_close(toward_scream[None], match_colors(content, [starry, scream], (1.0, 3.0)), atol=1e-6, rtol=0)
+    assert not torch.allclose(toward_scream, start, atol=1e-2)
 
 
 def test_tv_weight_lowers_total_variation(images, base):
