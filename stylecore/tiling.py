@@ -12,7 +12,15 @@ the overlap, spread evenly), each with its own optimiser state, and blends them 
   to paint a frame along the tile's border; with a halo the target would carry features of
   pixels the tile cannot see, and the loss would push the tile's edge pixels to imitate them;
 - all tiles start from the same image and are optimised independently (Jacobi, not sequentially),
-  so a tile's result depends neither on the order nor on how many tiles share a batch;
+  so a tile's result depends neither on the order nor on how many tiles share a batch. Measured
+  against a four-colour Gauss-Seidel order (each tile starting from its finished neighbours where
+  they overlap it): at 512 px in 256-px tiles, Gram distance / LPIPS to the content as ratios to
+  one piece, 1.069 / 1.277 (Jacobi) against 1.121 / 1.292 (tubingen), 0.998 / 1.369 against
+  1.017 / 1.374 (chelsea): sequential buys nothing;
+- a tile sees zeros past its edges, not its neighbours (no halo): measured on a one-piece 512-px
+  output, the Gram matrices of a 256-px tile run alone differ from the whole image's features
+  cropped to it by <= 0.3% (conv1_1..conv3_1) and <= 4% (conv4_1, conv5_1), relative squared
+  error, so a halo (~1.5-2x the pixels per tile) would buy little;
 - blending: each tile's weight is a raised cosine over the overlap on every side that borders
   another tile (1 on image borders), after a `margin` of zero weight where the tile's own padding
   distorts its features; the blend is sum(w * tile) / sum(w).
