@@ -330,7 +330,15 @@ def test_ctrl_c_stops_cleanly_and_a_later_submit_finishes(tmp_path, samples, hed
     m = _manifest(tmp_path / "m.parquet", samples, 4, iterations=10)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(m), "--out", str(out), "--no-progress", "--batch-size", "1"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The driver must start with SIGINT's default disposition, as under a terminal. A test run
+    # started in the background by a non-interactive shell (`pytest &`) ignores SIGINT, a child
+    # inherits that and Python then installs no KeyboardInterrupt handler (the run ignored the
+    # Ctrl-C and exited 0). A handler in this process, unlike SIG_IGN, is reset to the default by exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and not R.part_paths(str(out)) and proc.poll() is None:
