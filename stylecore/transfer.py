@@ -342,7 +342,7 @@ class StyleTransfer:
             if j.params.init == "content":
                 imgs.append(contents[i : i + 1])
             elif j.params.init == "color_matched":
-                imgs.append(match_colors(contents[i : i + 1], [s.to(self.device) for s in j.styles], j.params.style_blend))
+                imgs.append(match_colors(contents[i : i + 1], j.styles, j.params.style_blend))  # moments on the CPU, map on the device
             elif j.params.init == "noise":
                 # A per-row generator: the same seed gives the same noise alone or in a batch.
                 g = torch.Generator().manual_seed(j.params.seed)
