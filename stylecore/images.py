@@ -43,6 +43,8 @@ from stylecore.decode import (  # noqa: F401 - re-exported: decoding was written
     load_image,
     probe_image,
 )
+from stylecore.losses.functional import psd_sqrt
+from stylecore.losses.sketch import Moments, covariance, moments, second_moment
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -282,28 +284,19 @@ def preserve_colors(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor
     return yiq_to_rgb(torch.cat([y, iq], dim=1)).clamp(0.0, 1.0)
 
 
-def _sqrtm(c: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """Symmetric square root (or inverse root) of a (3, 3) covariance; eigenvalues floored so a
-    flat (single-colour) image gives a finite map."""
-    e, v = torch.linalg.eigh(c)
-    e = e.clamp_min(1e-6)
-    root: torch.Tensor = v @ torch.diag(e.rsqrt() if inverse else e.sqrt()) @ v.T
-    return root
-
-
 # Colour moments are measured on a copy at most this many px on its long side: they barely move
 # with the size, and a 4096-px image's (3, N) float64 copy would cost 400 MB.
 COLOR_MOMENT_SIDE = 512
 
 
-def _color_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (1, 3, H, W) -> (mean (3, 1), E[x x^T] (3, 3)), float64, on a copy of long side <= COLOR_MOMENT_SIDE."""
+def _color_moments(x: torch.Tensor) -> Moments:
+    """The pixels' moments (`stylecore.losses.sketch.moments`) of x (1, 3, H, W), on the CPU, on a
+    copy of long side <= COLOR_MOMENT_SIDE."""
     h, w = x.shape[-2:]
     if max(h, w) > COLOR_MOMENT_SIDE:
         k = COLOR_MOMENT_SIDE / max(h, w)
         x = resize_tensor(x, (max(1, round(h * k)), max(1, round(w * k))))
-    f = x.reshape(3, -1).to(torch.float64)  # (3, N)
-    return f.mean(1, keepdim=True), (f @ f.T) / f.shape[1]
+    return moments(x.cpu())
 
 
 def match_colors(content: torch.Tensor, styles: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> torch.Tensor:
@@ -313,13 +306,14 @@ def match_colors(content: torch.Tensor, styles: Sequence[torch.Tensor], weights:
     weighted by `weights` (default equal) taken as a mixture. Returns (1, 3, H, W) in [0, 1]."""
     w = torch.tensor(list(weights) if weights is not None else [1.0] * len(styles), dtype=torch.float64)
     w = w / w.sum()
-    mean = torch.zeros(3, 1, dtype=torch.float64)
-    second = torch.zeros(3, 3, dtype=torch.float64)
-    for wi, s in zip(w, styles):  # mixture moments of the blend: E[x], E[x x^T]
-        m, sq = _color_moments(s.cpu())
-        mean, second = mean + wi * m, second + wi * sq
-    mc, sc = _color_moments(content.cpu())
-    a = _sqrtm(second - mean @ mean.T) @ _sqrtm(sc - mc @ mc.T, inverse=True)  # (3, 3): whiten, then colour
-    a32, b32 = a.to(content), (mean - a @ mc).to(content)  # x -> a x + b, on the content's device
-    out = torch.einsum("ij,bjhw->bihw", a32, content) + b32.view(1, 3, 1, 1)
+    stats = [_color_moments(s) for s in styles]
+    mean = torch.stack([wi * m[1] for wi, m in zip(w, stats)]).sum(0)  # (1, 3): the mixture's E[x] and E[x x^T]
+    second = torch.stack([wi * second_moment(m) for wi, m in zip(w, stats)]).sum(0)  # (1, 3, 3)
+    cov_s = second - mean.unsqueeze(2) * mean.unsqueeze(1)
+    mc = _color_moments(content)
+    # Whiten the content, then colour it like the style; the floor keeps a flat content finite.
+    floor = 1e-6 * torch.eye(3, dtype=torch.float64)
+    a = (psd_sqrt(cov_s) @ torch.linalg.inv(psd_sqrt(covariance(mc) + floor)))[0]  # (3, 3)
+    b = mean[0] - a @ mc[1][0]  # (3,)
+    out: torch.Tensor = torch.einsum("ij,bjhw->bihw", a.to(content), content) + b.to(content).view(1, 3, 1, 1)
     return out.clamp(0.0, 1.0)
