@@ -3,7 +3,8 @@ one piece; tiles against one piece at 512 px (Gram style distance, LPIPS to the 
 ratio, a 100% crop across a tile boundary saved as PNG); a 4096-px manifest row through `submit`.
 
     nice -n 5 python benchmarks/bench_huge.py stylize [--sizes 2048] [--iterations 8] [--tile-size auto|0|N]
-    nice -n 5 python benchmarks/bench_huge.py compare [--size 512] [--tile 256] [--iterations 100] [--runs one,tiled,one2]
+    nice -n 5 python benchmarks/bench_huge.py compare [--size 512] [--tile 256] [--iterations 100] [--runs one,tiled,one2,tiled2]
+        [--pair chelsea:the_scream]
     nice -n 5 python benchmarks/bench_huge.py submit [--size 4096] [--iterations 8]
 
 Memory is read from /proc while the command runs: the largest VmHWM (peak RSS) of any process
@@ -150,8 +151,10 @@ def cmd_compare(a: argparse.Namespace) -> None:
     from tests.stylecore.test_tiling import seam_ratio
 
     torch.set_num_threads(a.threads)
-    content = load_tensor(CONTENT.read_bytes(), a.size)
-    style = load_tensor(STYLE.read_bytes(), a.size)
+    samples = ROOT / "pipeline" / "samples"
+    cname, sname = a.pair.split(":")
+    content = load_tensor(next((samples / "content").glob(cname + ".*")).read_bytes(), a.size)
+    style = load_tensor(next((samples / "style").glob(sname + ".*")).read_bytes(), a.size)
     p = Params(size=a.size, iterations=a.iterations, weights="vgg16-hed", lpips_weights="vgg16-hed")
     engine = StyleTransfer("cpu")
     vgg, _ = load_vgg("vgg16-hed", "max", "cpu")
@@ -160,9 +163,15 @@ def cmd_compare(a: argparse.Namespace) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = {}
     # One piece (the row with tile_size=0), the tiled row (a coarse scale at size/2 in one piece, then
-    # the tiles: `stylecore.schedule.tiled_plan`), and the tiled row's own schedule in one piece
-    # (scales=2), which separates what the tiles cost from what the extra coarse scale buys.
-    runs = {"one": ("one piece", 0, 1), "tiled": (f"tiles of {a.tile}", a.tile, 1), "one2": ("one piece x2", 0, 2)}
+    # the tiles: `stylecore.schedule.tiled_plan`), the tiled row's own schedule in one piece
+    # (scales=2), which separates what the tiles cost from what the extra coarse scale buys, and a
+    # scales=2 row in tiles (the same schedule as one2, only its last scale tiled).
+    runs = {
+        "one": ("one piece", 0, 1),
+        "tiled": (f"tiles of {a.tile}", a.tile, 1),
+        "one2": ("one piece x2", 0, 2),
+        "tiled2": (f"tiles of {a.tile} x2", a.tile, 2),
+    }
     for name, tile, scales in (runs[k] for k in a.runs.split(",")):
         t0 = time.perf_counter()
         res = engine.run([TransferJob(content, (style,), p.replace(tile_size=tile, scales=scales))])[0]
@@ -172,12 +181,12 @@ def cmd_compare(a: argparse.Namespace) -> None:
         boxes = tile_boxes(h, w, a.tile, default_overlap(a.tile))
         c, s = match_size(content, img[None]), match_size(style, img[None])
         rows[name] = (float(gram_distance(img[None], s, vgg)), float(lp(img[None], c)), seam_ratio(img, boxes), secs, res.scale_steps)
-        (out_dir / f"compare_{a.size}_tile{tile}_scales{scales}.png").write_bytes(png_bytes(img))
+        (out_dir / f"compare_{cname}_{a.size}_tile{tile}_scales{scales}.png").write_bytes(png_bytes(img))
         # A 100% crop across the first inner vertical tile edge (the same place in every image).
         edge = min(b.left + b.width for b in boxes if b.left + b.width < w)
         top = max(0, h // 2 - 64)
         crop = img[:, top : top + 128, max(0, edge - 64) : edge + 64]
-        (out_dir / f"crop_{a.size}_tile{tile}_scales{scales}_edge{edge}.png").write_bytes(png_bytes(crop))
+        (out_dir / f"crop_{cname}_{a.size}_tile{tile}_scales{scales}_edge{edge}.png").write_bytes(png_bytes(crop))
     print(
         f"size {a.size}, {a.iterations} iterations, tiles {a.tile} px (overlap {default_overlap(a.tile)} px), load {os.getloadavg()[0]:.1f}"
     )
@@ -186,11 +195,10 @@ def cmd_compare(a: argparse.Namespace) -> None:
             f"  {name:>14}: gram_style {g:.4f}  lpips_content {lpc:.4f}  seam ratio at the tile edges {ratio:.3f}  "
             f"steps per scale {steps}  {secs:.0f} s"
         )
-    tiled = rows.get(runs["tiled"][0])
-    for ref in ("one", "one2"):
-        if tiled and runs[ref][0] in rows:
-            (g1, l1, r1, _, _), (g2, l2, r2, _, _) = rows[runs[ref][0]], tiled
-            print(f"  tiled / {runs[ref][0]}: gram_style {g2 / g1:.3f}, lpips_content {l2 / l1:.3f}, seam ratio {r2 / r1:.3f}")
+    for num, ref in (("tiled", "one"), ("tiled", "one2"), ("tiled2", "one2")):
+        if runs[num][0] in rows and runs[ref][0] in rows:
+            (g1, l1, r1, _, _), (g2, l2, r2, _, _) = rows[runs[ref][0]], rows[runs[num][0]]
+            print(f"  {runs[num][0]} / {runs[ref][0]}: gram_style {g2 / g1:.3f}, lpips_content {l2 / l1:.3f}, seam ratio {r2 / r1:.3f}")
 
 
 def cmd_submit(a: argparse.Namespace) -> None:
@@ -235,7 +243,8 @@ def main() -> None:
     c.add_argument("--tile", type=int, default=256)
     c.add_argument("--iterations", type=int, default=100)
     c.add_argument("--threads", type=int, default=2)
-    c.add_argument("--runs", default="one,tiled,one2", help="comma list of one (one piece), tiled, one2 (one piece, scales=2)")
+    c.add_argument("--runs", default="one,tiled,one2,tiled2", help="comma list of one (one piece), tiled, one2 / tiled2 (scales=2)")
+    c.add_argument("--pair", default="tubingen:starry_night", help="content:style, names of the shipped samples")
     m = sub.add_parser("submit")
     m.add_argument("--size", type=int, default=4096)
     m.add_argument("--iterations", type=int, default=8)

@@ -11,7 +11,10 @@ spatial arrangement. So each tile's target is anchored to where it starts:
 
     target_tile = target_style + (stats(tile at start) - stats(whole image at start))
 
-i.e. the tile is asked to change the way the whole image has to change. Tiles' statistics average
+i.e. the tile is asked to change the way the whole image has to change. "Start" is the start of
+the tiled pass's current round (`stylecore.tiling.ROUND_STEPS`): between rounds the tiles are
+blended and re-anchored, so a tile's share may drift as one piece's would (restoring the content's
+detail changes a region's statistics) instead of staying pinned to the blurrier start. Tiles' statistics average
 to the whole image's (nearly: the tiles overlap and see their own borders), so the tiles' targets
 average to the style's, and together they still match the whole style.
 

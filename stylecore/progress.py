@@ -25,6 +25,9 @@ class Progress:
     scale: int
     n_scales: int
     losses: Mapping[str, float]
+    # The tiled pass (one row): (tiles of the current round done, tiles per round); the step count
+    # moves only when a round's tiles are blended, so this is what moves in between.
+    tiles: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,12 @@ class Tracker:
             means = {k: sum(t[k] for t in self.latest.values()) / len(self.latest) for k in terms}
             self.progress(Progress(self.reported, self.total, self.scale_index, self.n_scales, means))
         return self.past_deadline()
+
+    def tiles(self, done: int, total: int) -> None:
+        """The tiled pass finished `done` of a round's `total` tiles (progress between blends)."""
+        if self.progress is not None:
+            means = {k: sum(t[k] for t in self.latest.values()) / len(self.latest) for k in next(iter(self.latest.values()), {})}
+            self.progress(Progress(self.reported, self.total, self.scale_index, self.n_scales, means, (done, total)))
 
     def end_scale(self, steps: Sequence[int]) -> None:
         for i, n in enumerate(steps):

@@ -18,7 +18,8 @@ Huge rows: when the memory model (`stylecore.memory`) puts a row's one-piece pea
 threshold (or `tile_size` asks for it), its scales larger than the tile go through
 `stylecore.tiling.tiled_scale` instead of `optimize_scale`: overlapping tiles, each with its own
 optimiser state, the whole style image's targets anchored to each tile's start
-(`stylecore.anchor`), content targets from the content crops, a feathered blend. When every scale of its plan is that large (the default `scales=1`), a coarse
+(`stylecore.anchor`), content targets from the content crops, a feathered blend, in rounds that
+re-anchor the tiles to the blended image (`stylecore.tiling.ROUND_STEPS`). When every scale of its plan is that large (the default `scales=1`), a coarse
 scale in one piece comes first (`stylecore.schedule.tiled_plan`), so the tiles refine one
 whole-image result. Such a row runs alone."""
 
@@ -38,7 +39,7 @@ from stylecore.anchor import ANCHORS
 from stylecore.images import match_colors, preserve_colors
 from stylecore.images import resize_tensor as resize
 from stylecore.loop import LBFGS_CHUNK, Objective, OptimSettings, StepFn, optimize_scale  # noqa: F401 - LBFGS_CHUNK: benchmarks read it here
-from stylecore.losses import StyleTarget, style_loss_kind
+from stylecore.losses import StyleLossKind, StyleTarget, style_loss_kind
 from stylecore.objective import StyleTargets, build_objective, output_size
 from stylecore.params import Params, check_job
 from stylecore.precision import PRECISIONS, Features, autocast_dtype  # noqa: F401 - PRECISIONS: the valid names, re-exported
@@ -256,15 +257,17 @@ class StyleTransfer:
 
             tiled = bool(tile) and max(shw) > tile  # the tiled pass (one row, see above)
             kind = style_loss_kind(p0.style_loss)
-            # Tiles' targets are anchored to their start: the whole image's statistics there, (1, ...).
-            whole = self.style_targets.measure(kind, feats, x, p0.style_layers, p0.seed) if tiled and kind.name in ANCHORS else None
+
+            def measure(img: torch.Tensor, kind: StyleLossKind = kind, feats: Features = feats) -> StyleTarget | None:
+                """Tiles' targets are anchored to their start: the whole image's statistics there, (1, ...)."""
+                return self.style_targets.measure(kind, feats, img, p0.style_layers, p0.seed) if kind.name in ANCHORS else None
 
             def make_objective(
                 c: torch.Tensor,
                 start: torch.Tensor | None = None,
+                whole: Any = None,
                 rows: Sequence[TransferJob] = keyed,
                 side: int = long_side,
-                whole: StyleTarget | None = whole,
             ) -> Objective:
                 rows = list(rows) * (c.shape[0] // len(rows))  # tiles: the row's job once per tile
                 return build_objective(
@@ -281,7 +284,10 @@ class StyleTransfer:
 
             if tiled:  # tiles batched per `_tile_batch`
                 batch = self._tile_batch(p0, shw, tile)
-                out = tiled_scale(make_objective, contents, x, tile, settings, track.scale(si), track.past_deadline, batch)
+                step = track.scale(si)
+                out = tiled_scale(
+                    make_objective, measure, contents, x, tile, settings, step, track.past_deadline, batch, on_tiles=track.tiles
+                )
             else:
                 out = optimize_scale(make_objective(contents), x, settings, track.scale(si))
             x, losses = out.x, out.final

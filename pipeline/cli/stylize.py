@@ -97,11 +97,15 @@ class _ProgressBar:
 
         if self.bar is None:
             self.bar = tqdm(total=p.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
-        if p.n_scales > 1:
-            self.bar.set_description(f"scale {p.scale + 1}/{p.n_scales}", refresh=False)
+        where = [f"scale {p.scale + 1}/{p.n_scales}"] if p.n_scales > 1 else []
+        if p.tiles is not None:  # a tiled scale: steps move once per round, tiles in between
+            where.append(f"tiles {p.tiles[0]}/{p.tiles[1]}")
+        self.bar.set_description(" ".join(where), refresh=False)
         keys = ("content", "style", "tv", "total") if self.show_tv else ("content", "style", "total")
         self.bar.set_postfix({k: f"{p.losses[k]:.4g}" for k in keys if k in p.losses}, refresh=False)
         self.bar.update(p.step - self.bar.n)
+        if p.tiles is not None:
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:

@@ -86,3 +86,17 @@ def test_missing_content_file_names_it(tmp_path, style_path):
     assert r.exit_code == 1
     assert "error:" in r.output and str(missing) in r.output and "does not exist" in r.output
     assert "Traceback" not in r.output
+
+
+def test_tiled_run_shows_the_tiles_moving(tmp_path, content_path, style_path, hed):
+    """A tiled scale's step count moves once per round (its tiles are blended then), so the bar
+    shows the round's tiles as they finish: no silent stretch on a huge image."""
+    from stylecore.tiling import default_overlap, tile_boxes
+
+    out = tmp_path / "tiled.png"
+    args = [str(content_path), str(style_path), "-o", str(out), "--weights", hed, "--lpips-weights", hed]
+    r = runner.invoke(app, ["stylize", *args, "--size", "64", "--iterations", "2", "--tile-size", "32"])
+    assert r.exit_code == 0, r.output
+    h, w = load_image(out).size[::-1]
+    n = len(tile_boxes(h, w, 32, default_overlap(32)))
+    assert n > 1 and all(f"tiles {k}/{n}" in r.stderr for k in range(1, n + 1)), r.stderr[-2000:]

@@ -102,6 +102,59 @@ def test_tiled_pass_batches_do_not_change_the_result() -> None:
         tiling.tiled_pass(torch.rand(2, 3, 32, 32), 16, brighten)
 
 
+def test_rounds_split_the_steps_evenly() -> None:
+    assert tiling.rounds(100, 25) == [25, 25, 25, 25] and tiling.rounds(30, 25) == [15, 15]
+    assert tiling.rounds(8, 25) == [8] and tiling.rounds(101, 25) == [21, 20, 20, 20, 20]
+    assert sum(tiling.rounds(77, 10)) == 77
+
+
+def _pull_to(target: torch.Tensor):  # type: ignore[no-untyped-def]
+    """A real per-row objective: the mean squared distance of each tile to `target` (a scalar)."""
+
+    def objective(x: torch.Tensor, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        loss = ((x - target) ** 2).flatten(1).mean(1)  # (R,)
+        return {"pull": loss, "total": loss}
+
+    return objective
+
+
+def test_tiled_scale_re_measures_the_blended_image_every_round() -> None:
+    """Rounds of ROUND_STEPS: each round measures the image as the previous round's blend left it,
+    optimises every tile towards what it measured, and reports steps numbered across rounds; a
+    stop (the deadline) ends the scale inside its round."""
+    from stylecore.loop import OptimSettings
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 3, 40, 60, generator=g)
+    measured: list[torch.Tensor] = []
+
+    def measure(img: torch.Tensor) -> torch.Tensor:
+        measured.append(img.clone())
+        return img.mean()  # the whole image's statistic at the round's start
+
+    def make_objective(c: torch.Tensor, start: torch.Tensor, whole: object):  # type: ignore[no-untyped-def]
+        assert c.shape == start.shape and isinstance(whole, torch.Tensor)
+        return _pull_to(whole)
+
+    steps: list[int] = []
+    settings = OptimSettings("adam", 0.01, iterations=2 * tiling.ROUND_STEPS + 10)
+    out = tiling.tiled_scale(make_objective, measure, x, x, 32, settings, lambda i, k, terms, image: steps.append(k) or False)
+    n = len(tiling.rounds(settings.iterations, tiling.ROUND_STEPS))
+    assert n == 3 and len(measured) == n and out.steps == [settings.iterations] and out.stopped == ["cap"]
+    assert steps == list(range(1, settings.iterations + 1))  # one curve across the rounds
+    assert torch.equal(measured[0], x)
+    # Round 2 starts from round 1's blend: closer to the mean, every pixel moved by <= 0.01 per step.
+    moved = (measured[1] - x).abs()
+    assert 0 < float(moved.max()) <= 0.01 * tiling.rounds(settings.iterations, tiling.ROUND_STEPS)[0] + 1e-5
+    spread = [float((m - m.mean()).abs().mean()) for m in (*measured, out.x)]
+    assert spread == sorted(spread, reverse=True) and spread[-1] < spread[0]
+
+    measured.clear()
+    calls = iter(range(10**6))
+    out = tiling.tiled_scale(make_objective, measure, x, x, 32, settings, lambda *a: False, stop=lambda: next(calls) >= 30)
+    assert out.stopped == ["stopped"] and len(measured) == 1 and out.steps[0] < tiling.ROUND_STEPS
+
+
 def test_default_overlap() -> None:
     assert tiling.default_overlap(512) == 64 and tiling.default_overlap(128) == 32 and tiling.default_overlap(40) == 20
 
@@ -126,16 +179,14 @@ def seam_ratio(image: torch.Tensor, boxes: list[Box], band: int = 1) -> float:
 
 @pytest.mark.slow
 def test_tiled_stylisation_has_no_seams_and_the_look_of_one_piece(hed: str, samples: Path) -> None:
-    """A real stylisation (vgg16-hed) at 192 px in forced 96-px tiles against one piece: the tiled
-    row runs a coarse scale in one piece (96 px) and then its 2 x 3 tiles at 192 px. No seam: the
-    gradient magnitude across the tiles' inner edges over that elsewhere, relative to the same ratio
-    of the one-piece image on the same lines, at most 1.1 (measured 1.00).
+    """A real stylisation (vgg16-hed) at 192 px, coarse-to-fine (scales=2: 96 px, then 192 px), the
+    192-px scale in forced 96-px tiles (2 x 3, two rounds of 25 steps) against the same schedule in
+    one piece. No seam: the gradient magnitude across the tiles' inner edges over that elsewhere,
+    relative to the same ratio of the one-piece image on the same lines, at most 1.1.
 
     Quality: issue 17 asks for the Gram style distance and LPIPS to the content within 10% of one
-    piece. With each tile's target anchored to its start (`stylecore.anchor`) the Gram distance is
-    (measured 0.131 vs 0.137, 0.96x; before anchoring +10%); LPIPS is not (0.365 vs 0.301, +21%;
-    before +32%), most of it from the coarse scale (`stylecore.schedule.tiled_plan`). The bounds
-    guard that state.
+    piece: measured here 1.014 / 1.057 (0.1230 vs 0.1214, 0.388 vs 0.367). In one round of 50 steps
+    (each tile anchored once, at the scale's start) it was 1.198 / 1.092: the Gram bound fails.
     The 512-px figures: benchmarks/bench_huge.py compare."""
     from stylecore.images import load_tensor
     from stylecore.lpips import load_lpips
@@ -146,15 +197,16 @@ def test_tiled_stylisation_has_no_seams_and_the_look_of_one_piece(hed: str, samp
 
     content = load_tensor((samples / "content" / "tubingen.jpg").read_bytes(), 192)
     style = load_tensor((samples / "style" / "starry_night.jpg").read_bytes(), 192)
-    p = Params(size=192, iterations=20, weights=hed, lpips_weights=hed, tile_size=96)
+    steps = 2 * tiling.ROUND_STEPS
+    p = Params(size=192, iterations=steps, scales=2, weights=hed, lpips_weights=hed, tile_size=96)
     engine = StyleTransfer("cpu")
     tiled = engine.run([TransferJob(content, (style,), p)])[0]
     whole = engine.run([TransferJob(content, (style,), p.replace(tile_size=0))])[0]
     h, w = tiled.image.shape[-2:]
     boxes = tile_boxes(h, w, 96, tiling.default_overlap(96))
     assert len(boxes) == 6 and tiled.image.shape == whole.image.shape  # 2 x 3 tiles on 144 x 192
-    # `iterations` at each scale: the one-piece coarse scale, then the tiles.
-    assert tiled.scale_steps == [20, 20] and len(tiled.history["total"]) == 40 and whole.scale_steps == [20]
+    # `iterations` at each scale, the tiled one's steps counted across its rounds.
+    assert tiled.scale_steps == [steps, steps] == whole.scale_steps and len(tiled.history["total"]) == 2 * steps
     # The tiled image's edges against the one piece's same lines (the content has its own edges there).
     ratio = seam_ratio(tiled.image, boxes) / seam_ratio(whole.image, boxes)
     vgg, _ = load_vgg(hed, "max", "cpu")
@@ -163,10 +215,10 @@ def test_tiled_stylisation_has_no_seams_and_the_look_of_one_piece(hed: str, samp
     s = match_size(style, tiled.image[None])
     g_t, g_w = (float(gram_distance(r.image[None], s, vgg)) for r in (tiled, whole))
     l_t, l_w = (float(lp(r.image[None], c)) for r in (tiled, whole))
-    numbers = dict(ratio=ratio, raw=seam_ratio(tiled.image, boxes), gram=(g_t, g_w), lpips=(l_t, l_w))
+    numbers = dict(ratio=ratio, raw=seam_ratio(tiled.image, boxes), gram=(g_t, g_w, g_t / g_w), lpips=(l_t, l_w, l_t / l_w))
     assert ratio <= 1.1, numbers
-    assert g_t <= 1.10 * g_w, numbers  # issue 17's band, met with anchored targets
-    assert l_t <= 1.30 * l_w, numbers  # see the docstring: the 10% target is open for LPIPS
+    assert g_t <= 1.10 * g_w, numbers
+    assert l_t <= 1.10 * l_w, numbers
     assert float((tiled.image - c[0]).abs().mean()) > 0.03  # stylised, not the content
 
 
