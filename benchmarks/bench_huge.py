@@ -2,7 +2,7 @@
 one piece; tiles against one piece at 512 px (Gram style distance, LPIPS to the content, seam
 ratio, a 100% crop across a tile boundary saved as PNG); a 4096-px manifest row through `submit`.
 
-    nice -n 5 python benchmarks/bench_huge.py stylize [--sizes 2048] [--iterations 8] [--tile-size auto|0|N]
+    nice -n 5 python benchmarks/bench_huge.py stylize [--sizes 2048] [--iterations 8] [--tile-size auto|0|N] [--scales 2]
     nice -n 5 python benchmarks/bench_huge.py compare [--size 512] [--tile 256] [--iterations 100] [--runs one,tiled,one2,tiled2]
         [--pair chelsea:the_scream]
     nice -n 5 python benchmarks/bench_huge.py submit [--size 4096] [--iterations 8]
@@ -123,14 +123,15 @@ def cmd_stylize(a: argparse.Namespace) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for size in (int(s) for s in a.sizes.split(",")):
         for tile in a.tile_size.split(","):
-            out = out_dir / f"stylize_{size}_tile{tile}.png"
+            out = out_dir / f"stylize_{size}_tile{tile}_scales{a.scales}.png"
             cmd = _stxpipe() + ["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--size", str(size), "--iterations", str(a.iterations)]
+            cmd += ["--scales", str(a.scales)]
             cmd += ["--weights", "vgg16-hed", "--lpips-weights", "vgg16-hed"] + ([] if tile == "auto" else ["--tile-size", tile])
             load = os.getloadavg()[0]
             s, cpu, peak, _, rc, tail = measure(cmd, _env())
             status = "ok" if rc == 0 else f"FAILED rc={rc}: {tail.strip().splitlines()[-1:]}"
             print(
-                f"stylize size {size} iterations {a.iterations} tile {tile}: {s:.0f} s wall, {cpu:.0f} CPU s, peak RSS {peak / GIB:.2f} GiB, "
+                f"stylize size {size} iterations {a.iterations} scales {a.scales} tile {tile}: {s:.0f} s wall, {cpu:.0f} CPU s, peak RSS {peak / GIB:.2f} GiB, "
                 f"{status} (load average at start {load:.1f}, at end {os.getloadavg()[0]:.1f}) -> {out}",
                 flush=True,
             )
@@ -162,10 +163,8 @@ def cmd_compare(a: argparse.Namespace) -> None:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = {}
-    # One piece (the row with tile_size=0), the tiled row (a coarse scale at size/2 in one piece, then
-    # the tiles: `stylecore.schedule.tiled_plan`), the tiled row's own schedule in one piece
-    # (scales=2), which separates what the tiles cost from what the extra coarse scale buys, and a
-    # scales=2 row in tiles (the same schedule as one2, only its last scale tiled).
+    # The default row (scales=1) in one piece and in tiles, and a scales=2 row (a one-piece coarse
+    # scale at size/2, then the final scale) in one piece and with its final scale in tiles.
     runs = {
         "one": ("one piece", 0, 1),
         "tiled": (f"tiles of {a.tile}", a.tile, 1),
@@ -195,7 +194,7 @@ def cmd_compare(a: argparse.Namespace) -> None:
             f"  {name:>14}: gram_style {g:.4f}  lpips_content {lpc:.4f}  seam ratio at the tile edges {ratio:.3f}  "
             f"steps per scale {steps}  {secs:.0f} s"
         )
-    for num, ref in (("tiled", "one"), ("tiled", "one2"), ("tiled2", "one2")):
+    for num, ref in (("tiled", "one"), ("tiled2", "one2")):
         if runs[num][0] in rows and runs[ref][0] in rows:
             (g1, l1, r1, _, _), (g2, l2, r2, _, _) = rows[runs[ref][0]], rows[runs[num][0]]
             print(f"  {runs[num][0]} / {runs[ref][0]}: gram_style {g2 / g1:.3f}, lpips_content {l2 / l1:.3f}, seam ratio {r2 / r1:.3f}")
@@ -238,6 +237,7 @@ def main() -> None:
     s.add_argument("--sizes", default="2048")
     s.add_argument("--iterations", type=int, default=8)
     s.add_argument("--tile-size", default="auto", help="comma list of auto (from the budget), 0 (one piece) or px")
+    s.add_argument("--scales", type=int, default=1, help="the rows' `scales` (2: a one-piece coarse scale at size/2 first)")
     c = sub.add_parser("compare")
     c.add_argument("--size", type=int, default=512)
     c.add_argument("--tile", type=int, default=256)

@@ -2,7 +2,7 @@
 
 Each point runs in a fresh subprocess: load the weights and decode the images, read the peak RSS
 (`ru_maxrss`, the baseline), run a few optimisation steps, read it again; measured = the
-difference, compared with `stylecore.memory.estimate(...).per_step` (the model's bytes that scale
+difference, compared with `stylecore.memory.row_peak(...).per_step` (the model's bytes that scale
 with the row; the weights are in the baseline). On a GPU the same with
 `torch.cuda.max_memory_allocated`.
 
@@ -67,7 +67,7 @@ def point(size: int, iterations: int, weights: str, device: str, content_loss: s
     else:
         peak = _rss_bytes() - base
     hw = output_size(tuple(content.shape[-2:]), size)
-    est = memory.estimate(p, hw, device=engine.device.type)
+    est = memory.row_peak(p, hw, engine.device.type)  # tiled (`estimate_tiled`) when --tile-size makes the row tile
     return {"size": size, "hw": list(hw), "measured": peak, "predicted": est.per_step, "baseline": base, "models": est.models}
 
 

@@ -6,15 +6,16 @@ strokes on the buildings (issue 17 measured it: each tile's Gram distance to the
 0.37-0.38 where the same crops of the one-piece output ranged 0.38-0.56, and the tiled output
 was +26% Gram / +47% LPIPS-to-content against one piece at 512 px).
 
-The tiled pass starts from the coarse scale's one-piece result, upsampled, which already has that
-spatial arrangement. So each tile's target is anchored to where it starts:
+The image a tile starts from (the content, a coarser scale's result upsampled, or the previous
+round's blend) already has a spatial arrangement. So each tile's target is anchored to where it
+starts:
 
     target_tile = target_style + (stats(tile at start) - stats(whole image at start))
 
 i.e. the tile is asked to change the way the whole image has to change. "Start" is the start of
 the tiled pass's current round (`stylecore.tiling.ROUND_STEPS`): between rounds the tiles are
-blended and re-anchored, so a tile's share may drift as one piece's would (restoring the content's
-detail changes a region's statistics) instead of staying pinned to the blurrier start. Tiles' statistics average
+blended and re-anchored, so a tile's share of the style can grow as one piece's would instead of
+staying pinned to where the scale began. Tiles' statistics average
 to the whole image's (nearly: the tiles overlap and see their own borders), so the tiles' targets
 average to the style's, and together they still match the whole style.
 

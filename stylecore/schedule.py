@@ -91,36 +91,3 @@ def scale_plan(params: Params) -> list[ScaleStep]:
     if params.scales != 0:
         return [ScaleStep(s, params.iterations) for s in sides]
     return [ScaleStep(s, it) for s, it in zip(sides, split_iterations(params.iterations, len(sides)))]
-
-
-def tiled_plan(plan: list[ScaleStep], tile: int, size: int) -> list[ScaleStep]:
-    """The scales of a row tiled in tiles of `tile` px (issue 17): the engine runs the plan's scales
-    larger than the tile in tiles; when that is every scale (the default `scales=1`), one scale in
-    one piece comes first, at min(tile, size / 2) px with the steps of the plan's first scale
-    (an image whose long side is the tile's fits wherever the tile does), and the tiled scales
-    start from its result upsampled. `iterations` then counts at each scale, as with `scales` >= 2 (the row
-    runs 2 x iterations steps, the first ones on at most a quarter of the pixels).
-
-    Why (issue 17's design): the tiles then refine one whole-image result instead of each
-    stylising its own crop from the content, and each tile's style target is anchored to its start
-    (`stylecore.anchor`), so a tile keeps that result's share of the style. Measured (vgg16-hed,
-    bf16, 100 steps, 512 px in 256-px tiles; Gram distance / LPIPS to the content as ratios to the
-    one-piece single-scale row; `benchmarks/bench_huge.py compare`):
-
-        tubingen + starry_night      chelsea + the_scream
-        1.069 / 1.277                0.998 / 1.369    this plan, anchored targets
-        1.26  / 1.47                 -                this plan, every tile the whole style's target
-        1.211 / 1.160                1.011 / 1.133    tiles from the content, anchored (no coarse scale)
-        1.068 / 1.245                -                coarse scale with 0.3 x the steps
-        1.264 / 1.337                -                anchored to the content's tiles, not the start's
-
-    The Gram distance is within 10% of one piece; LPIPS is not. Most of that LPIPS is the coarse
-    scale's, not the tiles': the same two scales in one piece gave 1.01 / 1.11 (tubingen, fp32), so
-    the tiles themselves cost about +5% / +15%. Dropping the coarse scale trades LPIPS for Gram (the
-    third row) and gives up the issue's design (the tiles refine the coarse-to-fine schedule's
-    whole-image result); a judgement, the figures being mixed. size / 2 caps the
-    extra scale's cost at ~1/4 of the final one and matches the factor 2 of `scales` >= 2."""
-    if not plan or plan[0].long_side <= tile:
-        return list(plan)
-    side = max(MIN_SCALE_SIDE, min(tile, size // 2))
-    return [ScaleStep(side, plan[0].iterations)] + list(plan)

@@ -19,9 +19,9 @@ threshold (or `tile_size` asks for it), its scales larger than the tile go throu
 `stylecore.tiling.tiled_scale` instead of `optimize_scale`: overlapping tiles, each with its own
 optimiser state, the whole style image's targets anchored to each tile's start
 (`stylecore.anchor`), content targets from the content crops, a feathered blend, in rounds that
-re-anchor the tiles to the blended image (`stylecore.tiling.ROUND_STEPS`). When every scale of its plan is that large (the default `scales=1`), a coarse
-scale in one piece comes first (`stylecore.schedule.tiled_plan`), so the tiles refine one
-whole-image result. Such a row runs alone."""
+re-anchor the tiles to the blended image (`stylecore.tiling.ROUND_STEPS`). The row's schedule is
+its own (`scale_plan`), tiled or not, so tiling (which depends on the device's memory) changes
+how a row is computed, not what it asks for. Such a row runs alone."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ from stylecore.progress import ProgressFn as ProgressFn
 from stylecore.progress import Snapshot as Snapshot
 from stylecore.progress import SnapshotFn as SnapshotFn
 from stylecore.progress import Tracker
-from stylecore.schedule import scale_plan, tiled_plan
+from stylecore.schedule import scale_plan
 from stylecore.tiling import tiled_scale
 from stylecore.vgg import VGGFeatures
 from stylecore.weights import load_vgg
@@ -234,7 +234,7 @@ class StyleTransfer:
             return [self._run([j], progress, snapshot, deadline, row0=row0 + i)[0] for i, j in enumerate(jobs)]
         vgg, rw = self.vgg(p0)
         feats = self.features(vgg)
-        plan = tiled_plan(scale_plan(p0), tile, p0.size) if tile else scale_plan(p0)  # tiled: a coarse scale in one piece first
+        plan = scale_plan(p0)
         # Tiles share the row's style targets through the cache: style images without keys get
         # keys of this run's own, so the whole style image is measured once per scale, not per tile.
         keyed = [

@@ -83,17 +83,3 @@ def test_bounds_check_the_auto_pyramid_s_coarsest_scale() -> None:
     assert image_side_problems(Params(size=256, scales=1), (100, 1000)) == []
     ((field, msg),) = image_side_problems(Params(size=256, scales=0), (100, 1000))
     assert field == "size" and "coarsest scale" in msg
-
-
-def test_tiled_plan_puts_one_coarse_scale_in_one_piece_before_the_tiled_ones() -> None:
-    from stylecore.schedule import tiled_plan
-
-    # scales=1: every scale is tiled, so a one-piece scale comes first at min(one piece, size / 2).
-    assert tiled_plan([ScaleStep(512, 100)], 256, 512) == [ScaleStep(256, 100), ScaleStep(512, 100)]
-    assert tiled_plan([ScaleStep(2048, 8)], 1200, 2048) == [ScaleStep(1024, 8), ScaleStep(2048, 8)]
-    assert tiled_plan([ScaleStep(4096, 8)], 768, 4096) == [ScaleStep(768, 8), ScaleStep(4096, 8)]
-    # A plan that already starts in one piece is kept as it is.
-    plan = scale_plan(Params(size=2048, iterations=8, scales=2))
-    assert tiled_plan(plan, 1200, 2048) == plan == [ScaleStep(1024, 8), ScaleStep(2048, 8)]
-    auto = scale_plan(Params(size=512, iterations=350, scales=0))
-    assert tiled_plan(auto, 256, 512) == auto

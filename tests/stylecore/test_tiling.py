@@ -242,3 +242,21 @@ def test_engine_tiles_from_its_memory_budget() -> None:
     big = StyleTransfer("cpu", memory_budget=100 * memory.GIB)  # a CPU tiles above CPU_TILE_BUDGET whatever the RAM
     assert big._tile(p.replace(size=2048), (1536, 2048)) > 0 and big._tile_batch(p, hw, 256) == 1
     assert StyleTransfer("cpu").budget() == pytest.approx(memory.default_budget("cpu"), rel=0.2)
+
+
+def test_a_tiled_row_runs_its_own_schedule(hed: str, samples: Path) -> None:
+    """Tiling changes how a row is computed, not what it asks for: no extra scale (whether a row
+    tiles depends on the device's memory), `iterations` at each of the row's own scales."""
+    from stylecore.images import load_tensor
+    from stylecore.params import Params
+    from stylecore.transfer import StyleTransfer, TransferJob
+
+    content = load_tensor((samples / "content" / "tubingen.jpg").read_bytes(), 64)
+    style = load_tensor((samples / "style" / "starry_night.jpg").read_bytes(), 64)
+    engine = StyleTransfer("cpu")
+    for scales, expected in ((1, [3]), (2, [3, 3])):
+        p = Params(size=64, iterations=3, scales=scales, weights=hed, lpips_weights=hed, tile_size=32)
+        tiled = engine.run([TransferJob(content, (style,), p)])[0]
+        whole = engine.run([TransferJob(content, (style,), p.replace(tile_size=0))])[0]
+        assert tiled.scale_steps == whole.scale_steps == expected and tiled.image.shape == whole.image.shape
+        assert not torch.equal(tiled.image, whole.image)  # it did tile
