@@ -58,7 +58,7 @@ MARGIN_FRACTION = 0.25  # of the overlap
 # same row in one piece:
 #
 #                                         tubingen + starry_night   chelsea + the_scream
-#   scales=1, 4 rounds of 25                   1.012 / 1.091            1.025 / 1.016
+#   scales=1, 4 rounds of 25                   1.013 / 1.091            1.025 / 1.016
 #   scales=1, one round of 100                 1.21  / 1.16             1.01  / 1.13
 #   scales=2 (256 px one piece, 512 tiled):
 #     rounds of 25 (20 and 34: 1.106, 1.112)   1.003 / 1.107            1.010 / 1.097
