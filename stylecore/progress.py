@@ -82,15 +82,18 @@ class Tracker:
         self.latest[i] = terms
         if self.progress is not None and self.base + step > self.reported:
             self.reported = self.base + step
-            means = {k: sum(t[k] for t in self.latest.values()) / len(self.latest) for k in terms}
-            self.progress(Progress(self.reported, self.total, self.scale_index, self.n_scales, means))
+            self.progress(Progress(self.reported, self.total, self.scale_index, self.n_scales, self._means()))
         return self.past_deadline()
 
     def tiles(self, done: int, total: int) -> None:
         """The tiled pass finished `done` of a round's `total` tiles (progress between blends)."""
         if self.progress is not None:
-            means = {k: sum(t[k] for t in self.latest.values()) / len(self.latest) for k in next(iter(self.latest.values()), {})}
-            self.progress(Progress(self.reported, self.total, self.scale_index, self.n_scales, means, (done, total)))
+            self.progress(Progress(self.reported, self.total, self.scale_index, self.n_scales, self._means(), (done, total)))
+
+    def _means(self) -> dict[str, float]:
+        """Each loss term's mean over the rows' latest steps at this scale ({} before the first)."""
+        rows = list(self.latest.values())
+        return {k: sum(t[k] for t in rows) / len(rows) for k in (rows[0] if rows else {})}
 
     def end_scale(self, steps: Sequence[int]) -> None:
         for i, n in enumerate(steps):
