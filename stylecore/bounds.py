@@ -119,7 +119,7 @@ def _check_best_case_sides(p: Params) -> None:
     coarsest = _scale_sides(p)[0]
     need, deepest, pools = _need(p, style=False)
     if coarsest < need:
-        field = "size" if len(_scale_sides(p)) == 1 else "scales"
+        field = "size" if len(_scale_sides(p)) == 1 else "coarse_side" if _extra_coarse(p) else "scales"
         raise ParamError(
             field,
             f"the coarsest scale is {coarsest} px but '{deepest}' comes after {pools} pooling stages and needs "
@@ -136,6 +136,10 @@ def _check_best_case_sides(p: Params) -> None:
 
 
 def _fix_hint(p: Params, need: int) -> str:
+    if len(_scale_sides(p)) == 1:
+        return f"use size >= {need} or shallower layers"
+    if _extra_coarse(p):
+        return f"use coarse_side >= {2 * need} or 0 (no extra coarse scale), or shallower layers"
     if len(_scale_sides(p)) == 1:
         return f"use size >= {need} or shallower layers"
     if p.scales == 0:
@@ -182,7 +186,14 @@ def _scale_sides(p: Params, size: int | None = None) -> list[int]:
     """Long sides of the scales, coarse to fine (the engine's plan, `stylecore.schedule.scale_plan`)."""
     from stylecore.schedule import scale_sides  # local: schedule imports params, which imports this module
 
-    return scale_sides(p.size if size is None else size, p.scales)
+    return scale_sides(p.size if size is None else size, p.scales, p.coarse_side)
+
+
+def _extra_coarse(p: Params) -> bool:
+    """Whether `coarse_side` puts an extra first scale before the `scales` ones."""
+    from stylecore.schedule import scale_sides
+
+    return len(_scale_sides(p)) > len(scale_sides(p.size, p.scales))
 
 
 def _style_side(long_side: int, style_scale: float) -> int:
@@ -240,6 +251,8 @@ def _output_problem(p: Params, content_hw: tuple[int, int], metrics: bool) -> st
         if best is not None
         else f"no size up to {MAX_SIZE} works at this aspect ratio: crop the image or use shallower layers"
     )
+    if min(coarsest) < need and _extra_coarse(p):
+        fix += f"; or set coarse_side=0 (this {_scale_sides(p)[0]}-px first scale comes from coarse_side {p.coarse_side})"
     return f"at size {p.size} the {content_hw[1]}x{content_hw[0]} content image gives {what} whose short side is {short} px; {why}; {fix}"
 
 

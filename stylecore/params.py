@@ -121,6 +121,8 @@ POOLINGS = Registry("pooling", {"max": "max pooling (torchvision)", "avg": "aver
 # Learning rate used when `lr` is left unset: L-BFGS takes whole quasi-Newton steps, Adam moves
 # pixels in [0, 1] space, so the sensible scales differ by ~50x.
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+# The smallest `coarse_side` other than 0: a print-size row's first scale is never a thumbnail.
+MIN_COARSE_SIDE = 64
 
 
 @dataclass(frozen=True)
@@ -167,9 +169,19 @@ class Params:
         default=1,
         metadata={
             "help": "coarse-to-fine scales: 1 = single scale, n = sizes size/2^(n-1) .. size, 0 = auto pyramid from <= 128 px "
-            "up to size in steps of ~sqrt(2) (at most 4 scales; single scale below 128 px; see iterations)",
+            "up to size in steps of ~sqrt(2) (at most 4 scales; single scale below 128 px; see iterations); see coarse_side",
             "min": 0,
             "max": 6,
+        },
+    )
+    coarse_side: int = field(
+        default=1024,
+        metadata={
+            "help": "print sizes: a row whose coarsest scale is longer than this starts with one more scale at size/2^k <= it "
+            "(Gatys et al. 2017: style strokes at high resolution come from a coarse pass); 0 = never",
+            "min": 0,
+            "max": MAX_SIZE,
+            "unit": "px",
         },
     )
     weights: str = field(default="vgg19-imagenet", metadata={"help": "weight set of the style-transfer VGG (name or state_dict path)"})
@@ -323,6 +335,8 @@ def _validate(p: Params) -> None:
             f"size {p.size} x style_scale {p.style_scale:g} asks for a {round(p.size * p.style_scale):,}-px style image; the "
             f"style image's long side is limited to {MAX_STYLE_SIDE} px: at size {p.size} use style_scale <= {largest:g}",
         )
+    if 0 < p.coarse_side < MIN_COARSE_SIDE:
+        raise ParamError("coarse_side", f"{p.coarse_side} px is below {MIN_COARSE_SIDE} px: use 0 (never) or at least {MIN_COARSE_SIDE}")
     if p.size / 2 ** (p.scales - 1) < 16:
         raise ParamError("scales", f"{p.scales} scales make the coarsest size below 16 px at size {p.size}")
     _check_fields(p, _choice_problem, _bool_problem)

@@ -102,6 +102,7 @@ BATCH_FIELDS = (
     "lr",
     "pooling",
     "scales",
+    "coarse_side",
     "weights",
     "lpips_weights",
     "style_loss",

@@ -83,3 +83,41 @@ def test_bounds_check_the_auto_pyramid_s_coarsest_scale() -> None:
     assert image_side_problems(Params(size=256, scales=1), (100, 1000)) == []
     ((field, msg),) = image_side_problems(Params(size=256, scales=0), (100, 1000))
     assert field == "size" and "coarsest scale" in msg
+
+
+def test_a_print_size_row_starts_with_one_scale_at_coarse_side_or_below() -> None:
+    # Default coarse_side 1024: 2048 px in one scale would only move fine texture.
+    assert scale_plan(Params(size=2048, iterations=8)) == [ScaleStep(1024, 8), ScaleStep(2048, 8)]
+    assert scale_sides(4096, 1, 1024) == [1024, 4096]  # one extra scale, not a ladder
+    assert scale_sides(1100, 1, 1024) == [550, 1100]
+    assert scale_sides(2048, 2, 1024) == [1024, 2048]  # already coarse enough: unchanged
+    assert scale_sides(1024, 1, 1024) == [1024]
+    assert scale_sides(8192, 0, 1024) == [1024, 2896, 4096, 5793, 8192]
+
+
+def test_coarse_side_leaves_small_rows_alone_and_zero_turns_it_off() -> None:
+    for size in (64, 256, 512, 1000, 1024):
+        assert scale_plan(Params(size=size)) == [ScaleStep(size, 300)]
+    assert scale_plan(Params(size=2048, iterations=8, coarse_side=0)) == [ScaleStep(2048, 8)]
+    assert scale_plan(Params(size=2048, iterations=8, coarse_side=512)) == [ScaleStep(512, 8), ScaleStep(2048, 8)]
+    # scales=0 gives the extra scale its share of the row's budget.
+    plan = scale_plan(Params(size=4096, iterations=150, scales=0))
+    assert plan[0].long_side == 1024 and sum(s.iterations for s in plan) == 150
+
+
+def test_coarse_side_is_validated_and_named_in_errors() -> None:
+    from stylecore.params import ParamError, image_side_problems
+
+    with pytest.raises(ParamError, match="coarse_side.*use 0 \\(never\\) or at least 64"):
+        Params(size=2048, coarse_side=32)
+    # A 16:1 panorama at 2048 px: the 64-px coarse scale leaves a 4-px short side, too small for conv5_1.
+    ((field, msg),) = image_side_problems(Params(size=2048, coarse_side=64), (128, 2048))
+    assert field == "size" and "set coarse_side=0 (this 64-px first scale comes from coarse_side 64)" in msg
+    assert image_side_problems(Params(size=2048, coarse_side=0), (128, 2048)) == []
+
+
+def test_rows_with_different_coarse_sides_never_share_a_batch() -> None:
+    from stylecore.transfer import batch_key
+
+    hw = (1536, 2048)
+    assert batch_key(Params(size=2048), hw) != batch_key(Params(size=2048, coarse_side=0), hw)
