@@ -2,7 +2,7 @@
 one piece; tiles against one piece at 512 px (Gram style distance, LPIPS to the content, seam
 ratio, a 100% crop across a tile boundary saved as PNG); a 4096-px manifest row through `submit`.
 
-    nice -n 5 python benchmarks/bench_huge.py stylize [--sizes 2048] [--iterations 8] [--tile-size auto|0|N] [--scales 2]
+    nice -n 5 python benchmarks/bench_huge.py stylize [--sizes 2048] [--iterations 8] [--tile-size auto|0|N] [--scales 2] [--coarse-side 0]
     nice -n 5 python benchmarks/bench_huge.py compare [--size 512] [--tile 256] [--iterations 100] [--runs one,tiled,one2,tiled2]
         [--pair chelsea:the_scream]
     nice -n 5 python benchmarks/bench_huge.py submit [--size 4096] [--iterations 8]
@@ -125,15 +125,16 @@ def cmd_stylize(a: argparse.Namespace) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for size in (int(s) for s in a.sizes.split(",")):
         for tile in a.tile_size.split(","):
-            out = out_dir / f"stylize_{size}_tile{tile}_scales{a.scales}.png"
+            coarse = "" if a.coarse_side is None else f"_coarse{a.coarse_side}"
+            out = out_dir / f"stylize_{size}_tile{tile}_scales{a.scales}{coarse}.png"
             cmd = _stxpipe() + ["stylize", str(CONTENT), str(STYLE), "-o", str(out), "--size", str(size), "--iterations", str(a.iterations)]
-            cmd += ["--scales", str(a.scales)]
+            cmd += ["--scales", str(a.scales)] + ([] if a.coarse_side is None else ["--coarse-side", str(a.coarse_side)])
             cmd += ["--weights", "vgg16-hed", "--lpips-weights", "vgg16-hed"] + ([] if tile == "auto" else ["--tile-size", tile])
             load = os.getloadavg()[0]
             s, cpu, peak, _, rc, tail = measure(cmd, _env())
             status = "ok" if rc == 0 else f"FAILED rc={rc}: {tail.strip().splitlines()[-1:]}"
             print(
-                f"stylize size {size} iterations {a.iterations} scales {a.scales} tile {tile}: {s:.0f} s wall, {cpu:.0f} CPU s, peak RSS {peak / GIB:.2f} GiB, "
+                f"stylize size {size} iterations {a.iterations} scales {a.scales} coarse_side {'default' if a.coarse_side is None else a.coarse_side} tile {tile}: {s:.0f} s wall, {cpu:.0f} CPU s, peak RSS {peak / GIB:.2f} GiB, "
                 f"{status} (load average at start {load:.1f}, at end {os.getloadavg()[0]:.1f}) -> {out}",
                 flush=True,
             )
@@ -240,6 +241,7 @@ def main() -> None:
     s.add_argument("--iterations", type=int, default=8)
     s.add_argument("--tile-size", default="auto", help="comma list of auto (from the budget), 0 (one piece) or px")
     s.add_argument("--scales", type=int, default=1, help="the rows' `scales` (2: a one-piece coarse scale at size/2 first)")
+    s.add_argument("--coarse-side", type=int, default=None, help="the rows' `coarse_side` (default: Params'; 0: no extra coarse scale)")
     c = sub.add_parser("compare")
     c.add_argument("--size", type=int, default=512)
     c.add_argument("--tile", type=int, default=256)

@@ -228,6 +228,9 @@ def main() -> None:
     ap.add_argument("--ref-cache", default="", help="JSON file keeping the reference's figures between processes (ratios then mix loads)")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="time by process CPU time (default) or wall time")
     ap.add_argument("--precision", default="auto", help="the engine's precision (stylecore.precision.PRECISIONS)")
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile the engine's VGG forward (compiled once per shape before the timings)"
+    )
     ap.add_argument("--quick", action="store_true", help="128 px, the first pair, no sweep")
     args = ap.parse_args()
     if args.quick:
@@ -246,7 +249,7 @@ def main() -> None:
         configs[text] = Params.from_dict(json.loads(text), base=base)
     vgg, _ = load_vgg(WEIGHTS)
     vgg.register_forward_pre_hook(WORK.hook)  # the engine shares this cached module
-    st = StyleTransfer("cpu", precision=args.precision)
+    st = StyleTransfer("cpu", precision=args.precision, compile=args.compile)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -267,6 +270,13 @@ def main() -> None:
         content = load_tensor(SAMPLES / "content" / f"{cname}.jpg", args.size)
         style = load_tensor(SAMPLES / "style" / f"{sname}.jpg", args.size)
         measure, lp_which = make_measure(vgg, content, style)
+        if args.compile:  # compile once per shape (as a worker would for its first row), outside the timings
+            from stylecore.transfer import TransferJob
+
+            t = time.perf_counter()
+            for p in configs.values():
+                st.run([TransferJob(content, (style,), p.replace(iterations=2))])
+            print(f"  {cname}: torch.compile warm-up {time.perf_counter() - t:.1f} s wall (not counted)")
         if i == 0:
             print(f"  LPIPS-content on {lp_which}; Gram distance on {WEIGHTS} (layers conv1_1..conv5_1)")
         results: dict[str, object] = {}
