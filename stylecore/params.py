@@ -134,7 +134,7 @@ class Params:
 
     size: int = field(default=512, metadata={"help": "long side of the output in px", "min": MIN_SIZE, "max": MAX_SIZE, "unit": "px"})
     iterations: int = field(
-        default=300,
+        default=400,
         metadata={
             "help": "optimisation steps (a cap when tol > 0): at each scale when scales >= 1; with scales=0 the row's total "
             "over the pyramid, each scale getting twice the steps of the next finer one (stylecore.schedule.scale_plan)",

@@ -42,7 +42,7 @@ from stylecore.loop import LBFGS_CHUNK, Objective, OptimSettings, StepFn, optimi
 from stylecore.losses import StyleLossKind, StyleTarget, style_loss_kind
 from stylecore.objective import StyleTargets, build_objective, output_size
 from stylecore.params import Params, check_job
-from stylecore.precision import PRECISIONS, Features, autocast_dtype  # noqa: F401 - PRECISIONS: the valid names, re-exported
+from stylecore.precision import PRECISIONS, Features, autocast_dtype, channels_last_for  # noqa: F401 - PRECISIONS: the valid names, re-exported
 from stylecore.progress import Progress as Progress
 from stylecore.progress import ProgressFn as ProgressFn
 from stylecore.progress import Snapshot as Snapshot
@@ -192,7 +192,7 @@ class StyleTransfer:
         """The forward the objective calls (precision, memory format, compile) for a cached VGG."""
         f = self._features.get(id(vgg))
         if f is None or f.module is not vgg:
-            f = self._features[id(vgg)] = Features(vgg, self.dtype, self.device.type == "cuda", self.compile)
+            f = self._features[id(vgg)] = Features(vgg, self.dtype, channels_last_for(self.device, self.dtype), self.compile)
         return f
 
     def lpips(self, params: Params) -> LPIPS:

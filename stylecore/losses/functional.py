@@ -40,7 +40,12 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # (B, N, N) -> (B, N, M)
         (f,) = ctx.saved_tensors
-        return torch.bmm(grad + grad.transpose(1, 2), f)
+        sym = grad + grad.transpose(1, 2)  # (B, N, N), symmetric
+        if f.stride(1) == 1 and f.shape[1] > 1:
+            # f views (B, M, N) memory (channels_last features): give dF the same layout,
+            # (F^T S)^T = S F, so the gradient flows back into NHWC without a transposing copy.
+            return torch.bmm(f.transpose(1, 2), sym).transpose(1, 2)
+        return torch.bmm(sym, f)
 
 
 def _gram3(f: torch.Tensor) -> torch.Tensor:
@@ -55,8 +60,23 @@ def gram_matrix(features: torch.Tensor, normalize: bool = False) -> torch.Tensor
     """G = F F^T per image: (B, C, H, W) -> (B, C, C); unnormalised as in Gatys et al., or
     divided by M_l = H W (`normalize`) so images of different sizes give comparable Grams."""
     b, c, h, w = features.shape
-    g = _gram3(features.reshape(b, c, h * w))  # (B, N_l, N_l) from (B, N_l, M_l)
+    g = _gram3(flat_channels(features))  # (B, N_l, N_l) from (B, N_l, M_l)
     return g / (h * w) if normalize else g
+
+
+def flat_channels(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H W) without a copy in either memory format: channels_last
+    features (the bf16 CPU path, `stylecore.precision`) give a transposed view of their
+    (B, H W, C) memory, which bmm reads as is."""
+    b, c, h, w = features.shape
+    if c > 1 and not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
+        return features.permute(0, 2, 3, 1).reshape(b, h * w, c).transpose(1, 2)
+    return features.reshape(b, c, h * w)
+
+
+def _per_image_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over all but the batch dimension, (B, ...) -> (B,), in any memory format (no copy)."""
+    return x.sum(dim=tuple(range(1, x.dim()))) if x.dim() > 1 else x
 
 
 def gatys_style_layer_loss(gram: torch.Tensor, target: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -72,8 +92,8 @@ def gatys_content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Te
 def relative_sq_error(x: torch.Tensor, target: torch.Tensor, eps: float = 1e-8, energy: torch.Tensor | None = None) -> torch.Tensor:
     """||x - t||^2 / ||t||^2 per image (any shape with batch first) -> (B,); scale-free.
     `energy` is ||t||^2 when already known (fixed targets: computed once, not every step)."""
-    num = (x - target).pow(2).flatten(1).sum(1)
-    den = target.pow(2).flatten(1).sum(1) if energy is None else energy
+    num = _per_image_sum((x - target).pow(2))
+    den = _per_image_sum(target.pow(2)) if energy is None else energy
     return num / (den + eps)
 
 
@@ -88,7 +108,7 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 def mean_std_stats(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Channel means and standard deviations: (B, C, H, W) -> (B, 2, C) = [mean; std].
     `eps` keeps the std's gradient finite on a constant channel (its variance is 0)."""
-    f = features.flatten(2)  # (B, C, N)
+    f = flat_channels(features)  # (B, C, N)
     mu = f.mean(2)
     var = (f - mu.unsqueeze(2)).pow(2).mean(2)
     return torch.stack([mu, (var + eps).sqrt()], 1)
@@ -104,7 +124,7 @@ def mean_std_loss(stats: torch.Tensor, target: torch.Tensor, energy: torch.Tenso
 def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (B, C) and covariance (B, C, C) of the feature vectors at the H W positions."""
     b, c, h, w = features.shape
-    f = features.reshape(b, c, h * w)  # (B, C, N)
+    f = flat_channels(features)  # (B, C, N)
     mu = f.mean(2)
     cov = _gram3(f - mu.unsqueeze(2)) / (h * w)  # (B, C, C)
     return mu, cov
@@ -197,7 +217,7 @@ def random_directions(c: int, k: int, generator: torch.Generator) -> torch.Tenso
 
 def project(features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """Feature vectors projected on per-row directions: (B, C, H, W) x (B, K, C) -> (B, K, H W)."""
-    return torch.bmm(directions.to(features.dtype), features.flatten(2))
+    return torch.bmm(directions.to(features.dtype), flat_channels(features))
 
 
 def quantile_energy(target_q: torch.Tensor) -> torch.Tensor:

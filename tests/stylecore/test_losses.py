@@ -90,6 +90,24 @@ def test_gram_backward_matches_autograd():
     torch.testing.assert_close(g1, g2)
 
 
+def test_gram_of_channels_last_features_reads_them_in_place_and_keeps_their_layout():
+    # The bf16 CPU path hands the losses NHWC features; the Gram and its gradient must equal the
+    # NCHW ones, and the gradient must come back NHWC (a transposing copy per layer is what NHWC saves).
+    f = torch.randn(2, 8, 6, 7, dtype=torch.float64)
+    nhwc = f.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    nchw = f.clone().requires_grad_(True)
+    w = torch.randn(2, 8, 8, dtype=torch.float64)
+    g_last, g_first = gram_matrix(nhwc, normalize=True), gram_matrix(nchw, normalize=True)
+    torch.testing.assert_close(g_last, g_first)
+    (d_last,) = torch.autograd.grad((g_last * w).sum(), nhwc)
+    (d_first,) = torch.autograd.grad((g_first * w).sum(), nchw)
+    torch.testing.assert_close(d_last, d_first)
+    assert d_last.is_contiguous(memory_format=torch.channels_last) and not d_last.is_contiguous()
+    assert torch.autograd.gradcheck(lambda t: gram_matrix(t, normalize=True), (nhwc,))
+    target = torch.randn_like(f)
+    torch.testing.assert_close(relative_sq_error(nhwc, target), relative_sq_error(nchw, target))
+
+
 def test_content_loss_take_indexes_rows():
     feats = {"a": torch.randn(3, 3, 4, 4), "b": torch.randn(3, 5, 2, 2)}
     loss = ContentLoss({k: torch.randn_like(v) for k, v in feats.items()})

@@ -97,7 +97,7 @@ def test_a_print_size_row_starts_with_one_scale_at_coarse_side_or_below() -> Non
 
 def test_coarse_side_leaves_small_rows_alone_and_zero_turns_it_off() -> None:
     for size in (64, 256, 512, 1000, 1024):
-        assert scale_plan(Params(size=size)) == [ScaleStep(size, 300)]
+        assert scale_plan(Params(size=size)) == [ScaleStep(size, Params().iterations)]
     assert scale_plan(Params(size=2048, iterations=8, coarse_side=0)) == [ScaleStep(2048, 8)]
     assert scale_plan(Params(size=2048, iterations=8, coarse_side=512)) == [ScaleStep(512, 8), ScaleStep(2048, 8)]
     # scales=0 gives the extra scale its share of the row's budget.

@@ -1,6 +1,6 @@
 """The engine's precision and speed options on the CPU: autocast bf16/fp16 VGG with fp32 losses,
-torch.compile. (No GPU here: channels_last and the choice between bf16 and fp16 are CUDA-only; on
-the CPU "auto" is bf16 where the CPU computes bf16 natively.)"""
+torch.compile, channels_last under bf16. (No GPU here: the choice between bf16 and fp16 is CUDA-only;
+on the CPU "auto" is bf16 where the CPU computes bf16 natively.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from stylecore.images import load_tensor
 from stylecore.metrics import gram_distance
 from stylecore.params import ParamError, Params
-from stylecore.precision import Features, autocast_dtype, cpu_has_native_bf16
+from stylecore.precision import Features, autocast_dtype, channels_last_for, cpu_has_native_bf16
 from stylecore.transfer import StyleTransfer, TransferJob
 from stylecore.weights import load_vgg
 
@@ -37,6 +37,20 @@ def test_bf16_features_are_computed_in_bf16_and_returned_in_fp32():
     assert all(f.dtype == torch.float32 for f in f32.values())
 
 
+def test_bf16_on_the_cpu_runs_nhwc_without_touching_the_shared_module():
+    cpu = torch.device("cpu")
+    assert channels_last_for(cpu, torch.bfloat16) and not channels_last_for(cpu, None) and not channels_last_for(cpu, torch.float16)
+    vgg, _ = load_vgg("random")
+    x = torch.rand(2, 3, 24, 24)
+    nchw = Features(vgg, torch.bfloat16, False, False)(x, ["conv1_1", "relu2_1"])
+    nhwc = Features(vgg, torch.bfloat16, True, False)(x, ["conv1_1", "relu2_1"])
+    for k in nchw:
+        assert nhwc[k].dtype == torch.float32 and nhwc[k].is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(nhwc[k], nchw[k], rtol=1e-2, atol=1e-2 * nchw[k].abs().max().item())
+    # The cached module is shared with the metrics: its weights keep the layout they were loaded in.
+    assert all(p.is_contiguous() for p in vgg.parameters())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("style_loss", ["gram", "w2"])
 def test_bf16_cpu_run_gives_a_finite_stylised_image_close_to_fp32(content_path, style_path, hed, style_loss):
@@ -44,7 +58,7 @@ def test_bf16_cpu_run_gives_a_finite_stylised_image_close_to_fp32(content_path, 
     # Adam: L-BFGS's line searches amplify any rounding difference into another trajectory
     p = Params(size=48, iterations=15, optimizer="adam", weights=hed, style_loss=style_loss)
     job = TransferJob(content, (style,), p)
-    r32 = StyleTransfer("cpu").run([job])[0]
+    r32 = StyleTransfer("cpu", precision="fp32").run([job])[0]  # "auto" is bf16 on a CPU with native bf16
     r16 = StyleTransfer("cpu", precision="bf16").run([job])[0]
     assert torch.isfinite(r16.image).all() and all(torch.isfinite(torch.tensor(v)) for v in r16.losses.values())
     assert (r16.image - r32.image).abs().mean() < 0.02  # close to the fp32 image (of [0, 1])
