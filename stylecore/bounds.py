@@ -140,8 +140,6 @@ def _fix_hint(p: Params, need: int) -> str:
         return f"use size >= {need} or shallower layers"
     if _extra_coarse(p):
         return f"use coarse_side >= {2 * need} or 0 (no extra coarse scale), or shallower layers"
-    if len(_scale_sides(p)) == 1:
-        return f"use size >= {need} or shallower layers"
     if p.scales == 0:
         return "use scales=1 (single scale), a larger size, or shallower layers"
     return f"use fewer scales, size >= {need * 2 ** (p.scales - 1)}, or shallower layers"

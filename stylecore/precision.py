@@ -33,7 +33,8 @@ def channels_last_for(device: torch.device, dtype: torch.dtype | None) -> bool:
     """Whether the VGG runs NHWC: on CUDA (tensor-core kernels), and on the CPU under bf16, where
     oneDNN computes bf16 convolutions in NHWC anyway and, given NCHW tensors, copies every
     layer's input and gradient across (a third of a 256-px step's time, measured; NHWC
-    throughout: 254 against 314 ms per L-BFGS step, tubingen x starry_night, one thread)."""
+    throughout, with the losses reading NHWC features in place: ~190 against 314 ms per L-BFGS
+    step, tubingen x starry_night, one thread)."""
     return device.type == "cuda" or dtype == torch.bfloat16
 
 
@@ -51,7 +52,7 @@ class Features:
     """The style VGG's forward as the objective calls it: `(x, layers) -> {layer: (B, C, H, W) fp32}`.
 
     Under autocast (`dtype`) the convolutions run in bf16/fp16 and the features come back as fp32,
-    so Gram matrices, statistics and every loss are computed in fp32. `channels_last` (CUDA) keeps
+    so Gram matrices, statistics and every loss are computed in fp32. `channels_last` (`channels_last_for`) keeps
     activations NHWC (tensor-core kernels; oneDNN's bf16 kernels), and the features come back in
     that layout (`losses.functional.flat_channels` reads them without a copy); `compiled` is
     `torch.compile`'d forward."""
