@@ -168,7 +168,8 @@ class StyleTransfer:
         `precision` (PRECISIONS): the VGG forward under bf16/fp16 autocast, losses in fp32; "auto"
         is bf16 (else fp16) on CUDA, and on the CPU bf16 where it computes bf16 natively (AMX,
         AVX512-BF16: ~2x faster there), else fp32. `compile`: `torch.compile` the VGG forward
-        (True: inductor; a string names the backend). On CUDA activations are channels_last.
+        (True: inductor; a string names the backend). Activations are channels_last on CUDA and under
+        bf16 on the CPU (`precision.channels_last_for`).
 
         `memory_budget`: bytes a row may peak at; rows with `tile_size` unset run their largest
         scales tiled when the memory model (`stylecore.memory`) puts them over its tile threshold."""
