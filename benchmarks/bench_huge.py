@@ -13,7 +13,9 @@ in its tree (for `submit`: the Ray worker) and the largest sum of VmRSS over the
 machine: each line prints the 1-minute load average.
 
 Measured (`submit --size 4096 --iterations 2`, tubingen x starry_night, 4096 x 3072, one CPU
-worker): with tiles in re-anchored rounds and no extra coarse scale (load average 1.0-1.5), ok in
+worker): on the NHWC bf16 path with the 1024-px first scale (`coarse_side`; 4 steps in all, load
+average 0.4-1.4), ok in 1504 s wall, worker peak RSS 3.64 GiB (dry run predicted 2.96 GiB), driver
+0.73 GiB. Before that, with tiles in re-anchored rounds and no extra coarse scale (load average 1.0-1.5), ok in
 2105 s wall, worker peak RSS 3.55 GiB (dry run predicted 2.96 GiB), driver 0.68 GiB. Before, with a
 768-px coarse scale in one piece first (load average 6-10 on 2 cores): ok in 2926 s wall; worker peak RSS 3.31 GiB, driver 0.76
 GiB. By phase (worker RSS high-water mark, sampled): start 1.27 GiB (models + the full-size
